@@ -1,0 +1,322 @@
+//! Authentication: find the one credential the request presents, then verify it with the
+//! route's identity sources.
+//!
+//! Exactly one credential may be presented. Two (say a bearer token and an API key, or
+//! two `Authorization` headers) are refused as `invalid_request` rather than guessed at
+//! (RFC 6750 §3.1): a valid credential must never mask an invalid one.
+
+pub mod api_key;
+pub mod basic;
+pub mod jwt;
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use http::{HeaderMap, HeaderName, header};
+
+use crate::decision::{Reason, Scheme, TokenProblem};
+use crate::identity::{CredentialKind, Identity};
+
+/// A configured identity source.
+#[derive(Debug)]
+pub(crate) enum Source {
+    Jwt(jwt::JwtSource),
+    ApiKey(api_key::ApiKeySource),
+    Basic(basic::BasicSource),
+}
+
+impl Source {
+    pub fn name(&self) -> &Arc<str> {
+        match self {
+            Self::Jwt(s) => &s.name,
+            Self::ApiKey(s) => &s.name,
+            Self::Basic(s) => &s.name,
+        }
+    }
+
+    /// The challenge scheme this source answers a 401 with.
+    pub fn scheme(&self) -> Scheme {
+        match self {
+            Self::Jwt(s) => match &s.cookie {
+                Some(name) => Scheme::Cookie {
+                    name: Arc::clone(name),
+                },
+                None => Scheme::Bearer,
+            },
+            Self::ApiKey(s) => Scheme::ApiKey {
+                header: Arc::from(s.header.as_str()),
+            },
+            Self::Basic(_) => Scheme::Basic,
+        }
+    }
+}
+
+/// The credential a request presents, borrowed from its headers.
+#[derive(Debug)]
+enum Presented<'a> {
+    Bearer(&'a str),
+    Basic {
+        user: String,
+        password: String,
+    },
+    ApiKey {
+        header: &'a HeaderName,
+        key: &'a str,
+    },
+    Cookie {
+        name: &'a str,
+        token: &'a str,
+    },
+}
+
+/// Authenticate a request against the route's sources at time `now` (seconds since epoch).
+pub(crate) fn authenticate(
+    sources: &[Arc<Source>],
+    headers: &HeaderMap,
+    now: u64,
+) -> Result<Identity, Reason> {
+    let presented = match find_credential(sources, headers)? {
+        Some(p) => p,
+        None => return Err(Reason::NoCredentials),
+    };
+    match presented {
+        Presented::Bearer(token) => {
+            let mut problem: Option<TokenProblem> = None;
+            for source in sources {
+                if let Source::Jwt(jwt) = source.as_ref()
+                    && jwt.cookie.is_none()
+                {
+                    match jwt.verify(token, now, CredentialKind::Bearer) {
+                        Ok(identity) => return Ok(identity),
+                        Err(p) => problem = Some(more_telling(problem, p)),
+                    }
+                }
+            }
+            Err(Reason::InvalidToken(
+                problem.unwrap_or(TokenProblem::UnknownKey),
+            ))
+        }
+        Presented::Cookie { name, token } => {
+            let mut problem: Option<TokenProblem> = None;
+            for source in sources {
+                if let Source::Jwt(jwt) = source.as_ref()
+                    && jwt.cookie.as_deref() == Some(name)
+                {
+                    match jwt.verify(token, now, CredentialKind::Cookie) {
+                        Ok(identity) => return Ok(identity),
+                        Err(p) => problem = Some(more_telling(problem, p)),
+                    }
+                }
+            }
+            Err(Reason::InvalidToken(
+                problem.unwrap_or(TokenProblem::UnknownKey),
+            ))
+        }
+        Presented::ApiKey { header, key } => sources
+            .iter()
+            .find_map(|s| match s.as_ref() {
+                Source::ApiKey(src) if src.header == header => src.verify(key),
+                _ => None,
+            })
+            .ok_or(Reason::InvalidCredentials),
+        Presented::Basic { user, password } => sources
+            .iter()
+            .find_map(|s| match s.as_ref() {
+                Source::Basic(src) => src.verify(&user, &password),
+                _ => None,
+            })
+            .ok_or(Reason::InvalidCredentials),
+    }
+}
+
+/// Of two token problems from different sources, the one that says more: a source that
+/// knew the key explains the refusal better than one that did not.
+fn more_telling(current: Option<TokenProblem>, next: TokenProblem) -> TokenProblem {
+    let vague = |p: TokenProblem| {
+        matches!(
+            p,
+            TokenProblem::UnknownKey
+                | TokenProblem::AlgorithmNotAllowed
+                | TokenProblem::WrongIssuer
+        )
+    };
+    match current {
+        Some(c) if !vague(c) || vague(next) => c,
+        _ => next,
+    }
+}
+
+fn find_credential<'a>(
+    sources: &'a [Arc<Source>],
+    headers: &'a HeaderMap,
+) -> Result<Option<Presented<'a>>, Reason> {
+    let accepts_bearer = sources
+        .iter()
+        .any(|s| matches!(s.as_ref(), Source::Jwt(j) if j.cookie.is_none()));
+    let accepts_basic = sources
+        .iter()
+        .any(|s| matches!(s.as_ref(), Source::Basic(_)));
+    let mut found: Vec<Presented<'a>> = Vec::new();
+
+    let mut authorization = headers.get_all(header::AUTHORIZATION).iter();
+    if let Some(value) = authorization.next() {
+        if authorization.next().is_some() {
+            return Err(malformed("More than one Authorization header was sent"));
+        }
+        let value = value
+            .to_str()
+            .map_err(|_| malformed("The Authorization header is not visible ASCII"))?;
+        let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+        let credentials = rest.trim_start_matches(' ');
+        if scheme.eq_ignore_ascii_case("bearer") && accepts_bearer {
+            if !is_b64token(credentials) {
+                return Err(malformed("The Bearer credentials are not a single token"));
+            }
+            found.push(Presented::Bearer(credentials));
+        } else if scheme.eq_ignore_ascii_case("basic") && accepts_basic {
+            let (user, password) = decode_basic(credentials)?;
+            found.push(Presented::Basic { user, password });
+        }
+        // Any other scheme is not a credential this route accepts: the request is answered as
+        // one that sent none, with the challenges of the schemes that are accepted.
+    }
+
+    for source in sources {
+        match source.as_ref() {
+            Source::ApiKey(src) => {
+                if found.iter().any(
+                    |p| matches!(p, Presented::ApiKey { header, .. } if **header == src.header),
+                ) {
+                    continue;
+                }
+                let mut values = headers.get_all(&src.header).iter();
+                if let Some(value) = values.next() {
+                    if values.next().is_some() {
+                        return Err(malformed("The API key header was sent more than once"));
+                    }
+                    let key = value
+                        .to_str()
+                        .map_err(|_| malformed("The API key is not visible ASCII"))?
+                        .trim();
+                    if key.is_empty() {
+                        return Err(malformed("The API key header is empty"));
+                    }
+                    found.push(Presented::ApiKey {
+                        header: &src.header,
+                        key,
+                    });
+                }
+            }
+            Source::Jwt(jwt) => {
+                if let Some(name) = jwt.cookie.as_deref() {
+                    if found
+                        .iter()
+                        .any(|p| matches!(p, Presented::Cookie { name: n, .. } if *n == name))
+                    {
+                        continue;
+                    }
+                    if let Some(token) = find_cookie(headers, name)? {
+                        found.push(Presented::Cookie { name, token });
+                    }
+                }
+            }
+            Source::Basic(_) => {}
+        }
+    }
+
+    if found.len() > 1 {
+        return Err(malformed("More than one credential was sent"));
+    }
+    Ok(found.pop())
+}
+
+fn malformed(detail: &'static str) -> Reason {
+    Reason::MalformedCredentials { detail }
+}
+
+/// RFC 6750 §2.1: `b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
+fn is_b64token(s: &str) -> bool {
+    let body = s.trim_end_matches('=');
+    !body.is_empty()
+        && body.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+        })
+}
+
+fn decode_basic(credentials: &str) -> Result<(String, String), Reason> {
+    let bytes = STANDARD
+        .decode(credentials)
+        .map_err(|_| malformed("The Basic credentials are not base64"))?;
+    let text =
+        String::from_utf8(bytes).map_err(|_| malformed("The Basic credentials are not UTF-8"))?;
+    let (user, password) = text
+        .split_once(':')
+        .ok_or_else(|| malformed("The Basic credentials have no colon"))?;
+    if user.chars().chain(password.chars()).any(char::is_control) {
+        return Err(malformed(
+            "The Basic credentials contain control characters",
+        ));
+    }
+    Ok((user.to_owned(), password.to_owned()))
+}
+
+/// The value of the named cookie, refusing a name sent twice (cookie tossing).
+fn find_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, Reason> {
+    let mut found = None;
+    for value in headers.get_all(header::COOKIE) {
+        let Ok(text) = value.to_str() else { continue };
+        for pair in text.split(';') {
+            let Some((n, v)) = pair.trim().split_once('=') else {
+                continue;
+            };
+            if n.trim() == name {
+                if found.is_some() {
+                    return Err(malformed("The session cookie was sent more than once"));
+                }
+                found = Some(v.trim().trim_matches('"'));
+            }
+        }
+    }
+    Ok(found.filter(|v| !v.is_empty()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn b64token_accepts_tokens_and_refuses_spaces_and_commas() {
+        assert!(is_b64token("abc.def-ghi_jkl~+/=="));
+        assert!(!is_b64token(""));
+        assert!(!is_b64token("=="));
+        assert!(!is_b64token("abc def"));
+        assert!(!is_b64token("abc,def"));
+        assert!(!is_b64token("abc\"def"));
+    }
+
+    #[test]
+    fn basic_credentials_decode_and_malformed_ones_are_invalid_request() {
+        assert_eq!(
+            decode_basic("b3BzOnMzY3JldA==").unwrap(),
+            ("ops".to_owned(), "s3cret".to_owned())
+        );
+        assert!(matches!(
+            decode_basic("!!!"),
+            Err(Reason::MalformedCredentials { .. })
+        ));
+        assert!(matches!(
+            decode_basic("bm9jb2xvbg=="),
+            Err(Reason::MalformedCredentials { .. })
+        ));
+    }
+
+    #[test]
+    fn a_cookie_sent_twice_is_refused() {
+        let mut headers = HeaderMap::new();
+        headers.append(header::COOKIE, "a=1; session=x".parse().unwrap());
+        assert_eq!(find_cookie(&headers, "session").unwrap(), Some("x"));
+        headers.append(header::COOKIE, "session=y".parse().unwrap());
+        assert!(find_cookie(&headers, "session").is_err());
+    }
+}

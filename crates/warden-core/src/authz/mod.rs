@@ -1,0 +1,328 @@
+//! Authorization with Cedar: principal, action, resource and context from the verified
+//! identity, the route and the request; policies parsed once at load.
+//!
+//! Fail closed: a policy that errors during evaluation (a missing attribute, a type error)
+//! is skipped by Cedar, which silently disables a `forbid`. warden therefore denies any
+//! request whose evaluation produced an error, and logs the errors. A default deny (no
+//! `permit` matched) carries no reason from Cedar; warden says so itself.
+
+mod context;
+mod load;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use cedar_policy::{
+    Authorizer as CedarAuthorizer, Context, Decision as CedarDecision, Entities, Entity, EntityId,
+    EntityTypeName, EntityUid, PolicyId, PolicySet, Request, Schema,
+};
+
+pub(crate) use self::load::load;
+use crate::identity::Identity;
+
+/// The checked authorization configuration.
+pub(crate) struct Authorization {
+    pub policies: PolicySet,
+    pub shadow: Option<PolicySet>,
+    pub schema: Option<Schema>,
+    pub entities: Entities,
+    pub timezone: jiff::tz::TimeZone,
+    pub principal_type: EntityTypeName,
+    pub role_type: EntityTypeName,
+    /// Role names that appear in the policies, for explanations.
+    pub roles_in_policies: Vec<String>,
+}
+
+impl std::fmt::Debug for Authorization {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authorization")
+            .field("policies", &self.policies.policies().count())
+            .field(
+                "shadow",
+                &self.shadow.as_ref().map(|s| s.policies().count()),
+            )
+            .field("schema", &self.schema.is_some())
+            .field("timezone", &self.timezone.iana_name())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a route contributes to a Cedar request.
+#[derive(Debug, Clone)]
+pub(crate) struct RouteTarget {
+    pub action: EntityUid,
+    pub resource_type: EntityTypeName,
+    /// The resource id, with `{param}` placeholders.
+    pub resource_id: String,
+}
+
+/// The facts of one request that authorization looks at.
+#[derive(Debug)]
+pub(crate) struct AuthzInput<'a> {
+    pub identity: &'a Identity,
+    pub target: &'a RouteTarget,
+    pub params: &'a [(String, String)],
+    pub client: IpAddr,
+    pub method: &'a str,
+    pub path: &'a str,
+    pub now_ms: i64,
+}
+
+/// Cedar's answer, with what warden adds to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    Allow {
+        policies: Vec<String>,
+    },
+    /// A `forbid` matched.
+    Forbidden {
+        policies: Vec<String>,
+    },
+    /// No `permit` matched (Cedar's default deny).
+    NoPermit,
+    /// Evaluation errors: denied, fail closed.
+    Errors {
+        errors: Vec<String>,
+    },
+}
+
+impl Verdict {
+    pub fn allowed(&self) -> bool {
+        matches!(self, Self::Allow { .. })
+    }
+}
+
+/// A disagreement between the active and the shadow policies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShadowDisagreement {
+    /// Whether the active policies allowed.
+    pub active_allowed: bool,
+    /// Whether the shadow policies would have allowed.
+    pub shadow_allowed: bool,
+    /// The shadow policies that decided.
+    pub shadow_policies: Vec<String>,
+}
+
+impl Authorization {
+    /// Evaluate the active policies (and the shadow ones, if any).
+    pub fn evaluate(&self, input: &AuthzInput<'_>) -> (Verdict, Option<ShadowDisagreement>) {
+        let request = match self.request(input) {
+            Ok(r) => r,
+            Err(error) => {
+                return (
+                    Verdict::Errors {
+                        errors: vec![error],
+                    },
+                    None,
+                );
+            }
+        };
+        let entities = match self.entities_for(input.identity) {
+            Ok(e) => e,
+            Err(error) => {
+                return (
+                    Verdict::Errors {
+                        errors: vec![error],
+                    },
+                    None,
+                );
+            }
+        };
+        let verdict = self.run(&self.policies, &request, &entities);
+        let shadow = self.shadow.as_ref().and_then(|shadow| {
+            let candidate = self.run(shadow, &request, &entities);
+            (candidate.allowed() != verdict.allowed()).then(|| ShadowDisagreement {
+                active_allowed: verdict.allowed(),
+                shadow_allowed: candidate.allowed(),
+                shadow_policies: match candidate {
+                    Verdict::Allow { policies } | Verdict::Forbidden { policies } => policies,
+                    Verdict::NoPermit => Vec::new(),
+                    Verdict::Errors { errors } => errors,
+                },
+            })
+        });
+        (verdict, shadow)
+    }
+
+    /// Would the request be allowed if the principal also had `role`? For explanations.
+    pub fn allowed_with_role(&self, input: &AuthzInput<'_>, role: &str) -> bool {
+        let mut identity = input.identity.clone();
+        identity.roles.push(role.to_owned());
+        let input = AuthzInput {
+            identity: &identity,
+            ..*input
+        };
+        matches!(self.evaluate(&input).0, Verdict::Allow { .. })
+    }
+
+    fn run(&self, policies: &PolicySet, request: &Request, entities: &Entities) -> Verdict {
+        let response = CedarAuthorizer::new().is_authorized(request, policies, entities);
+        let errors: Vec<String> = response
+            .diagnostics()
+            .errors()
+            .map(ToString::to_string)
+            .collect();
+        if !errors.is_empty() {
+            return Verdict::Errors { errors };
+        }
+        let policies: Vec<String> = response
+            .diagnostics()
+            .reason()
+            .map(|id| self.name(id))
+            .collect();
+        match response.decision() {
+            CedarDecision::Allow => Verdict::Allow { policies },
+            CedarDecision::Deny if policies.is_empty() => Verdict::NoPermit,
+            CedarDecision::Deny => Verdict::Forbidden { policies },
+        }
+    }
+
+    /// Policies are given ids at load: their `@id` annotation, or `file#n`.
+    fn name(&self, id: &PolicyId) -> String {
+        id.to_string()
+    }
+
+    fn principal(&self, identity: &Identity) -> EntityUid {
+        EntityUid::from_type_name_and_id(
+            self.principal_type.clone(),
+            EntityId::new(&identity.subject),
+        )
+    }
+
+    fn request(&self, input: &AuthzInput<'_>) -> Result<Request, String> {
+        let resource_id = fill_params(&input.target.resource_id, input.params);
+        let resource = EntityUid::from_type_name_and_id(
+            input.target.resource_type.clone(),
+            EntityId::new(resource_id),
+        );
+        let context: Context = context::build(input, &self.timezone)?;
+        // The request is not checked against the schema: warden builds it, and its context
+        // shape is documented; policies are validated against the schema at load.
+        Request::new(
+            self.principal(input.identity),
+            input.target.action.clone(),
+            resource,
+            context,
+            None,
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    fn entities_for(&self, identity: &Identity) -> Result<Entities, String> {
+        let parents = identity
+            .roles
+            .iter()
+            .map(|r| EntityUid::from_type_name_and_id(self.role_type.clone(), EntityId::new(r)))
+            .collect();
+        let mut attrs = HashMap::new();
+        for (name, value) in &identity.attributes {
+            attrs.insert(name.clone(), context::json_to_expr(value)?);
+        }
+        attrs.insert(
+            "source".to_owned(),
+            cedar_policy::RestrictedExpression::new_string(identity.source.to_string()),
+        );
+        let principal =
+            Entity::new(self.principal(identity), attrs, parents).map_err(|e| e.to_string())?;
+        // The principal comes from the verified identity; an entity of the same uid in the
+        // entities file is replaced for this request.
+        self.entities
+            .clone()
+            .upsert_entities([principal], None)
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Replace `{name}` placeholders with path parameters, in one pass: a parameter's value is
+/// inserted as text and never read as a placeholder itself.
+fn fill_params(template: &str, params: &[(String, String)]) -> String {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(rest.get(..open).unwrap_or(""));
+        let after = rest.get(open + 1..).unwrap_or("");
+        match after.find('}') {
+            Some(close) => {
+                let name = after.get(..close).unwrap_or("");
+                match params.iter().find(|(k, _)| k == name) {
+                    Some((_, value)) => out.push_str(value),
+                    None => {
+                        out.push('{');
+                        out.push_str(name);
+                        out.push('}');
+                    }
+                }
+                rest = after.get(close + 1..).unwrap_or("");
+            }
+            None => {
+                out.push_str(rest.get(open..).unwrap_or(""));
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// An entity type name, checked.
+pub(crate) fn type_name(name: &str) -> Result<EntityTypeName, String> {
+    EntityTypeName::from_str(name)
+        .map_err(|e| format!("`{name}` is not a Cedar entity type name: {e}"))
+}
+
+/// The action uid for an action name.
+pub(crate) fn action_uid(name: &str) -> Result<EntityUid, String> {
+    Ok(EntityUid::from_type_name_and_id(
+        type_name("Action")?,
+        EntityId::new(name),
+    ))
+}
+
+/// Names of roles mentioned in policy text (`Role::"admin"`), for explanations.
+pub(crate) fn roles_mentioned(text: &str, role_type: &str) -> Vec<String> {
+    let needle = format!("{role_type}::\"");
+    let mut out: Vec<String> = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find(&needle) {
+        rest = rest.get(start + needle.len()..).unwrap_or("");
+        if let Some(end) = rest.find('"') {
+            let role = rest.get(..end).unwrap_or("").to_owned();
+            if !out.contains(&role) {
+                out.push(role);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_fill_templates() {
+        let params = vec![
+            ("id".to_owned(), "42".to_owned()),
+            ("org".to_owned(), "acme".to_owned()),
+        ];
+        assert_eq!(fill_params("{org}/{id}", &params), "acme/42");
+        assert_eq!(fill_params("fixed", &params), "fixed");
+        let tricky = vec![
+            ("org".to_owned(), "{id}".to_owned()),
+            ("id".to_owned(), "5".to_owned()),
+        ];
+        assert_eq!(fill_params("{org}/{id}", &tricky), "{id}/5");
+        assert_eq!(fill_params("{unknown}/{id", &params), "{unknown}/{id");
+    }
+
+    #[test]
+    fn roles_are_found_in_policy_text() {
+        let text = r#"permit(principal in Role::"admin", action, resource);
+permit(principal, action, resource) when { principal in Role::"viewer" || principal in Role::"admin" };"#;
+        assert_eq!(
+            roles_mentioned(text, "Role"),
+            vec!["admin".to_owned(), "viewer".to_owned()]
+        );
+    }
+}

@@ -1,0 +1,763 @@
+//! Configuration: TOML parsed into checked types once, at the boundary.
+//!
+//! [`Config::load`] reads a file (and the key files it names), checks everything, and
+//! returns either a [`Config`] that the engine uses as it is, or every problem found, each
+//! naming the file, the line and the field.
+
+pub(crate) mod error;
+mod limits;
+mod network;
+pub(crate) mod raw;
+mod sources;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderName, Method, Uri};
+use toml::Spanned;
+
+use self::error::Collector;
+pub use self::error::{ConfigError, ConfigErrors};
+pub use self::limits::{Backend, FailMode, StateSettings};
+use self::raw::{RawConfig, RawIdentityHeaders, RawRoute};
+use crate::auth::Source;
+use crate::auth::jwt::JwtSource;
+use crate::route::{Route, Router};
+
+/// Listener and upstream settings.
+#[derive(Debug, Clone)]
+pub struct GatewaySettings {
+    /// Where the proxy listens.
+    pub listen: SocketAddr,
+    /// Where the admin listener (health, metrics) listens, if anywhere.
+    pub admin_listen: Option<SocketAddr>,
+    /// The realm of every challenge.
+    pub realm: Arc<str>,
+    /// The prefix of every problem `type` URI; the reason code is appended.
+    pub problem_type_base: Arc<str>,
+    /// Time allowed to connect to an upstream.
+    pub connect_timeout: Duration,
+    /// Time allowed for an upstream to send its response head.
+    pub upstream_timeout: Duration,
+    /// Worker threads; the number of cores when unset.
+    pub workers: Option<usize>,
+    /// Proxies whose forwarding headers are believed.
+    pub trusted_proxies: crate::network::IpRules,
+    /// The header trusted proxies report the chain in.
+    pub client_address_header: crate::network::client::ForwardedHeader,
+}
+
+/// Where decision log lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogTarget {
+    /// One JSON line per decision on standard output.
+    Stdout,
+    /// Appended to a file.
+    File(PathBuf),
+    /// Not written.
+    Off,
+}
+
+/// Decision log settings.
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    /// Where lines go.
+    pub target: LogTarget,
+    /// Whether allowed requests are logged too (refusals always are).
+    pub allowed: bool,
+}
+
+/// The headers that carry the verified identity to the upstream.
+#[derive(Debug, Clone)]
+pub struct IdentityHeaders {
+    /// The subject.
+    pub subject: HeaderName,
+    /// Roles, comma-separated.
+    pub roles: HeaderName,
+    /// Scopes, space-separated.
+    pub scopes: HeaderName,
+    /// The name of the identity source.
+    pub source: HeaderName,
+    /// The decision id.
+    pub decision_id: HeaderName,
+    /// Other headers no client may send upstream.
+    pub strip: Vec<HeaderName>,
+    /// All of the above, gathered once at load: every request shares this list.
+    removed: Arc<[HeaderName]>,
+}
+
+impl IdentityHeaders {
+    /// Every header removed from a client's request before it is forwarded.
+    #[must_use]
+    pub fn all(&self) -> Arc<[HeaderName]> {
+        Arc::clone(&self.removed)
+    }
+
+    fn gather(mut self) -> Self {
+        let mut all = vec![
+            self.subject.clone(),
+            self.roles.clone(),
+            self.scopes.clone(),
+            self.source.clone(),
+            self.decision_id.clone(),
+        ];
+        all.extend(self.strip.iter().cloned());
+        self.removed = all.into();
+        self
+    }
+}
+
+/// Request headers that rewrite the URL or the method in some upstream frameworks; removed
+/// from every forwarded request.
+pub const CLIENT_FORBIDDEN_HEADERS: [&str; 8] = [
+    "x-original-url",
+    "x-original-uri",
+    "x-rewrite-url",
+    "x-forwarded-uri",
+    "x-forwarded-prefix",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
+/// An upstream: where allowed requests go.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// `http://host:port` with an optional base path.
+    pub url: Uri,
+}
+
+/// A JWKS document to fetch and refresh, for the gateway to keep current.
+#[derive(Debug, Clone)]
+pub struct JwksFetch {
+    /// The source's name.
+    pub source: Arc<str>,
+    /// Where to fetch the key set.
+    pub url: String,
+    /// How often to refresh it (and the least time between refreshes on an unknown `kid`).
+    pub refresh: Duration,
+}
+
+/// A checked configuration.
+#[derive(Debug)]
+pub struct Config {
+    /// The file it was read from.
+    pub origin: PathBuf,
+    /// Listener and upstream settings.
+    pub gateway: GatewaySettings,
+    /// Decision log settings.
+    pub log: LogSettings,
+    /// Identity headers.
+    pub identity_headers: IdentityHeaders,
+    /// Upstreams by name.
+    pub upstreams: BTreeMap<Arc<str>, Upstream>,
+    pub(crate) sources: HashMap<Arc<str>, Arc<Source>>,
+    pub(crate) router: Router,
+    pub(crate) authorization: Option<crate::authz::Authorization>,
+    /// Network rules checked before routing.
+    pub(crate) network: crate::network::IpRules,
+    /// Rate limits, in file order.
+    pub limits: Vec<crate::limit::LimitPolicy>,
+    /// Bans after bursts of refusals.
+    pub bans: Option<crate::limit::BanPolicy>,
+    /// Where counters, bans and revocations live.
+    pub state: StateSettings,
+    /// Geo rules, checked after the network rules.
+    pub(crate) geo: Option<crate::network::geo::GeoRules>,
+}
+
+impl Config {
+    /// Read and check a configuration file.
+    ///
+    /// # Errors
+    /// Every problem found, each naming the file, the line and the field.
+    pub fn load(path: &Path) -> Result<Self, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                file: path.to_path_buf(),
+                line: 0,
+                column: 0,
+                field: "(file)".to_owned(),
+                message: format!("cannot read: {e}"),
+            }])
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Check a configuration held in memory. Key files it names are read relative to the
+    /// directory of `origin`.
+    ///
+    /// # Errors
+    /// Every problem found, each naming `origin`, the line and the field.
+    pub fn parse(text: &str, origin: &Path) -> Result<Self, ConfigErrors> {
+        let mut errors = Collector::new(origin, text);
+        let raw: RawConfig = match toml::from_str(text) {
+            Ok(raw) => raw,
+            Err(e) => {
+                let span = e.span().unwrap_or(0..0);
+                errors.at(
+                    span,
+                    field_of_toml_error(text, e.span()),
+                    e.message().to_owned(),
+                );
+                return errors.finish(()).and_then(|()| unreachable_config());
+            }
+        };
+        let base_dir = origin.parent().map(Path::to_path_buf).unwrap_or_default();
+
+        let gateway = gateway_settings(&raw, &mut errors);
+        let log = LogSettings {
+            target: match raw.log.decisions.as_deref() {
+                None | Some("stdout") => LogTarget::Stdout,
+                Some("off") => LogTarget::Off,
+                Some(path) => LogTarget::File(base_dir.join(path)),
+            },
+            allowed: raw.log.allowed.unwrap_or(true),
+        };
+        let identity_headers = identity_headers(&raw.identity_headers, &mut errors);
+
+        let mut upstreams = BTreeMap::new();
+        for (name, upstream) in &raw.upstreams {
+            let field = format!("upstreams.{name}.url");
+            match upstream.url.get_ref().parse::<Uri>() {
+                Ok(url)
+                    if url.scheme_str() == Some("http")
+                        && url.authority().is_some()
+                        && url.query().is_none() =>
+                {
+                    upstreams.insert(Arc::from(name.as_str()), Upstream { url });
+                }
+                Ok(url) if url.scheme_str() == Some("https") => {
+                    errors.at(
+                        upstream.url.span(),
+                        field,
+                        "https upstreams are not supported yet; use http on a trusted network",
+                    );
+                }
+                _ => errors.at(
+                    upstream.url.span(),
+                    field,
+                    "expected an absolute http URL such as http://127.0.0.1:3000",
+                ),
+            }
+        }
+
+        let mut sources = HashMap::new();
+        for (name, source) in &raw.sources {
+            if let Some(checked) = sources::check_source(name, source, &base_dir, &mut errors) {
+                sources.insert(Arc::from(name.as_str()), Arc::new(checked));
+            }
+        }
+
+        let mut routes = Vec::new();
+        let mut names = HashSet::new();
+        for (index, route) in raw.routes.iter().enumerate() {
+            if let Some(route) =
+                check_route(index, route, &upstreams, &sources, &base_dir, &mut errors)
+            {
+                // Unnamed routes are named after their path; the same path with other
+                // methods is the same resource, so only explicit names must be unique.
+                let named = raw
+                    .routes
+                    .get(index)
+                    .is_some_and(|r| r.get_ref().name.is_some());
+                if named && !names.insert(Arc::clone(&route.name)) {
+                    let span = raw.routes.get(index).map_or(0..0, Spanned::span);
+                    errors.at(
+                        span,
+                        route_field(index, "name"),
+                        format!("route name `{}` is used twice", route.name),
+                    );
+                }
+                routes.push(route);
+            }
+        }
+        let router = match Router::new(routes) {
+            Ok(router) => Some(router),
+            Err((index, message)) => {
+                let span = raw
+                    .routes
+                    .get(index)
+                    .map_or(0..0, |r| r.get_ref().path.span());
+                errors.at(span, route_field(index, "path"), message);
+                None
+            }
+        };
+
+        let network =
+            network::ip_rules(&raw.network.rules, "network.rules", &base_dir, &mut errors);
+        let authorization = raw
+            .authorization
+            .as_ref()
+            .and_then(|a| crate::authz::load(a, &base_dir, &mut errors));
+
+        let route_names: Vec<Arc<str>> = router
+            .as_ref()
+            .map(|r| r.routes().iter().map(|r| Arc::clone(&r.name)).collect())
+            .unwrap_or_default();
+        let limits = limits::limits(&raw.limits, &route_names, &mut errors);
+        let bans = limits::bans(raw.bans.as_ref(), &mut errors);
+        let state = limits::state(&raw.state, &mut errors);
+        let geo = raw
+            .geo
+            .as_ref()
+            .and_then(|g| network::geo(g, &base_dir, &mut errors));
+
+        let config = router.map(|router| Self {
+            origin: origin.to_path_buf(),
+            gateway,
+            log,
+            identity_headers,
+            upstreams,
+            sources,
+            router,
+            authorization,
+            network,
+            limits,
+            bans,
+            state,
+            geo,
+        });
+        match (errors.finish(()), config) {
+            (Ok(()), Some(config)) => Ok(config),
+            (Err(e), _) => Err(e),
+            (Ok(()), None) => unreachable_config(),
+        }
+    }
+
+    /// The JWKS documents the gateway must fetch and keep current.
+    #[must_use]
+    pub fn jwks_fetches(&self) -> Vec<JwksFetch> {
+        let mut out: Vec<JwksFetch> = self
+            .sources
+            .values()
+            .filter_map(|s| match s.as_ref() {
+                Source::Jwt(JwtSource {
+                    name,
+                    jwks_url: Some(url),
+                    jwks_refresh,
+                    ..
+                }) => Some(JwksFetch {
+                    source: Arc::clone(name),
+                    url: url.clone(),
+                    refresh: *jwks_refresh,
+                }),
+                _ => None,
+            })
+            .collect();
+        out.sort_by(|a, b| a.source.cmp(&b.source));
+        out
+    }
+
+    /// Replace the fetched keys of a JWT source with those of a JWKS document.
+    ///
+    /// # Errors
+    /// When the source is unknown or not a JWT source, or the document holds no usable key.
+    pub fn set_fetched_keys(&self, source: &str, jwks: &[u8]) -> Result<usize, String> {
+        let Some(Source::Jwt(jwt)) = self.sources.get(source).map(AsRef::as_ref) else {
+            return Err(format!("no JWT source named `{source}`"));
+        };
+        let keys = crate::auth::jwt::KeySet::from_jwks(jwks).map_err(|e| e.to_string())?;
+        let count = keys.len();
+        jwt.fetched_keys.store(Arc::new(keys));
+        Ok(count)
+    }
+
+    /// The routes, in file order, for listings and tools.
+    #[must_use]
+    pub fn routes(&self) -> &[Route] {
+        self.router.routes()
+    }
+}
+
+/// A parse that failed always carries at least one error; this keeps the types honest
+/// without a panic.
+fn unreachable_config() -> Result<Config, ConfigErrors> {
+    Err(ConfigErrors(vec![ConfigError {
+        file: PathBuf::new(),
+        line: 0,
+        column: 0,
+        field: "(config)".to_owned(),
+        message: "the configuration could not be checked".to_owned(),
+    }]))
+}
+
+/// The dotted key at the start of a TOML error's line, when there is one.
+fn field_of_toml_error(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    let Some(span) = span else {
+        return "(toml)".to_owned();
+    };
+    let start = text
+        .get(..span.start)
+        .and_then(|t| t.rfind('\n'))
+        .map_or(0, |i| i + 1);
+    let line = text
+        .get(start..)
+        .and_then(|t| t.lines().next())
+        .unwrap_or("");
+    match line.split_once('=') {
+        Some((key, _)) if !key.trim().is_empty() => key.trim().to_owned(),
+        _ => line.trim().trim_matches(['[', ']']).to_owned(),
+    }
+}
+
+fn route_field(index: usize, field: &str) -> String {
+    format!("routes[{index}].{field}")
+}
+
+pub(crate) fn parse_duration(
+    value: &Spanned<String>,
+    field: &str,
+    errors: &mut Collector<'_>,
+) -> Option<Duration> {
+    match humantime::parse_duration(value.get_ref()) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            errors.at(
+                value.span(),
+                field,
+                format!("not a duration such as `30s` or `5m`: {e}"),
+            );
+            None
+        }
+    }
+}
+
+fn gateway_settings(raw: &RawConfig, errors: &mut Collector<'_>) -> GatewaySettings {
+    let g = &raw.gateway;
+    let addr = |v: &Spanned<String>, field: &str, errors: &mut Collector<'_>| match v
+        .get_ref()
+        .parse::<SocketAddr>(
+    ) {
+        Ok(a) => Some(a),
+        Err(_) => {
+            errors.at(
+                v.span(),
+                field,
+                "expected an address such as 127.0.0.1:8080",
+            );
+            None
+        }
+    };
+    let default_listen = SocketAddr::from(([127, 0, 0, 1], 8080));
+    GatewaySettings {
+        listen: g
+            .listen
+            .as_ref()
+            .and_then(|v| addr(v, "gateway.listen", errors))
+            .unwrap_or(default_listen),
+        admin_listen: g
+            .admin_listen
+            .as_ref()
+            .and_then(|v| addr(v, "gateway.admin_listen", errors)),
+        realm: Arc::from(g.realm.as_deref().unwrap_or("warden")),
+        problem_type_base: Arc::from(
+            g.problem_type_base
+                .as_deref()
+                .unwrap_or("urn:warden:problem:"),
+        ),
+        connect_timeout: g
+            .connect_timeout
+            .as_ref()
+            .and_then(|v| parse_duration(v, "gateway.connect_timeout", errors))
+            .unwrap_or(Duration::from_secs(2)),
+        upstream_timeout: g
+            .upstream_timeout
+            .as_ref()
+            .and_then(|v| parse_duration(v, "gateway.upstream_timeout", errors))
+            .unwrap_or(Duration::from_secs(30)),
+        workers: g.workers,
+        trusted_proxies: network::trusted_proxies(&g.trusted_proxies, errors),
+        client_address_header: g.client_address_header.unwrap_or_default(),
+    }
+}
+
+fn header_name(
+    value: Option<&Spanned<String>>,
+    default: &'static str,
+    field: &str,
+    errors: &mut Collector<'_>,
+) -> HeaderName {
+    match value {
+        None => HeaderName::from_static(default),
+        Some(v) => HeaderName::from_bytes(v.get_ref().as_bytes()).unwrap_or_else(|_| {
+            errors.at(v.span(), field, "not a valid header name");
+            HeaderName::from_static(default)
+        }),
+    }
+}
+
+fn identity_headers(raw: &RawIdentityHeaders, errors: &mut Collector<'_>) -> IdentityHeaders {
+    let strip: Vec<HeaderName> = raw
+        .strip
+        .iter()
+        .enumerate()
+        .filter_map(
+            |(i, v)| match HeaderName::from_bytes(v.get_ref().as_bytes()) {
+                Ok(h) => Some(h),
+                Err(_) => {
+                    errors.at(
+                        v.span(),
+                        format!("identity_headers.strip[{i}]"),
+                        "not a valid header name",
+                    );
+                    None
+                }
+            },
+        )
+        .collect();
+    // Headers some frameworks and proxies read as the "real" URL or method. A client that
+    // sets them could reach another path or method than the one authorized: never forwarded.
+    let mut strip = strip;
+    strip.extend(
+        CLIENT_FORBIDDEN_HEADERS
+            .iter()
+            .map(|h| HeaderName::from_static(h)),
+    );
+    IdentityHeaders {
+        subject: header_name(
+            raw.subject.as_ref(),
+            "x-warden-subject",
+            "identity_headers.subject",
+            errors,
+        ),
+        roles: header_name(
+            raw.roles.as_ref(),
+            "x-warden-roles",
+            "identity_headers.roles",
+            errors,
+        ),
+        scopes: header_name(
+            raw.scopes.as_ref(),
+            "x-warden-scopes",
+            "identity_headers.scopes",
+            errors,
+        ),
+        source: header_name(
+            raw.source.as_ref(),
+            "x-warden-auth-source",
+            "identity_headers.source",
+            errors,
+        ),
+        decision_id: header_name(
+            raw.decision_id.as_ref(),
+            "x-warden-decision-id",
+            "identity_headers.decision_id",
+            errors,
+        ),
+        strip,
+        removed: Arc::from([]),
+    }
+    .gather()
+}
+
+fn check_route(
+    index: usize,
+    spanned: &Spanned<RawRoute>,
+    upstreams: &BTreeMap<Arc<str>, Upstream>,
+    sources: &HashMap<Arc<str>, Arc<Source>>,
+    base_dir: &Path,
+    errors: &mut Collector<'_>,
+) -> Option<Route> {
+    let raw = spanned.get_ref();
+    let before = errors.errors.len();
+    let route_network = network::ip_rules(
+        &raw.network,
+        &route_field(index, "network"),
+        base_dir,
+        errors,
+    );
+    let path = raw.path.get_ref();
+    if !path.starts_with('/') {
+        errors.at(
+            raw.path.span(),
+            route_field(index, "path"),
+            "a route path starts with `/`",
+        );
+    }
+    let methods: Vec<Method> = match &raw.methods {
+        None => vec![Method::GET],
+        Some(list) => list
+            .get_ref()
+            .iter()
+            .filter_map(
+                |m| match Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
+                    Ok(m) => Some(m),
+                    Err(_) => {
+                        errors.at(
+                            list.span(),
+                            route_field(index, "methods"),
+                            format!("`{m}` is not an HTTP method"),
+                        );
+                        None
+                    }
+                },
+            )
+            .collect(),
+    };
+    if methods.is_empty() {
+        errors.at(
+            spanned.span(),
+            route_field(index, "methods"),
+            "a route needs at least one method",
+        );
+    }
+    let upstream = match upstreams.get_key_value(raw.upstream.get_ref().as_str()) {
+        Some((name, _)) => Some(Arc::clone(name)),
+        None => {
+            errors.at(
+                raw.upstream.span(),
+                route_field(index, "upstream"),
+                format!("no upstream named `{}`", raw.upstream.get_ref()),
+            );
+            None
+        }
+    };
+    let mut route_sources = Vec::new();
+    for (i, name) in raw.auth.iter().enumerate() {
+        match sources.get(name.get_ref().as_str()) {
+            Some(s) => route_sources.push(Arc::clone(s)),
+            None => errors.at(
+                name.span(),
+                format!("routes[{index}].auth[{i}]"),
+                format!("no identity source named `{}`", name.get_ref()),
+            ),
+        }
+    }
+    if route_sources.is_empty() && (!raw.roles.is_empty() || !raw.scopes.is_empty()) {
+        errors.at(
+            spanned.span(),
+            route_field(index, "auth"),
+            "a route that requires roles or scopes must name the identity sources in `auth`",
+        );
+    }
+    let name: Arc<str> = Arc::from(raw.name.clone().unwrap_or_else(|| path.clone()));
+    let action = raw
+        .action
+        .as_ref()
+        .map_or(name.as_ref(), |a| a.get_ref().as_str());
+    let action = crate::authz::action_uid(action).map_err(|message| {
+        errors.at(
+            raw.action.as_ref().map_or(spanned.span(), Spanned::span),
+            route_field(index, "action"),
+            message,
+        );
+    });
+    let (resource_type, resource_id) = match &raw.resource {
+        Some(r) => (r.get_ref().kind.as_str(), r.get_ref().id.clone()),
+        None => ("Route", name.to_string()),
+    };
+    let resource_type = crate::authz::type_name(resource_type).map_err(|message| {
+        errors.at(
+            raw.resource.as_ref().map_or(spanned.span(), Spanned::span),
+            route_field(index, "resource"),
+            message,
+        );
+    });
+    if errors.errors.len() != before {
+        return None;
+    }
+    let target = crate::authz::RouteTarget {
+        action: action.ok()?,
+        resource_type: resource_type.ok()?,
+        resource_id,
+    };
+    Some(Route {
+        target,
+        network: (!route_network.is_empty()).then_some(route_network),
+        name,
+        template: path.clone(),
+        methods,
+        upstream: upstream?,
+        sources: route_sources,
+        roles: raw.roles.clone(),
+        scopes: raw.scopes.clone(),
+        concealed: raw.concealed,
+        verbosity: raw.verbosity,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors_of(text: &str) -> Vec<ConfigError> {
+        Config::parse(text, Path::new("warden.toml"))
+            .err()
+            .map(|e| e.0)
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_syntax_error_names_file_line_and_field() {
+        let errs = errors_of("[gateway]\nlisten = \"127.0.0.1:8080\"\nrealm = \n");
+        assert_eq!(errs.len(), 1);
+        assert_eq!(errs[0].file, PathBuf::from("warden.toml"));
+        assert_eq!(errs[0].line, 3);
+    }
+
+    #[test]
+    fn an_unknown_field_is_refused_with_its_line() {
+        let errs = errors_of("[gateway]\nlisten = \"127.0.0.1:8080\"\nlsten = \"x\"\n");
+        assert_eq!(errs.len(), 1);
+        assert_eq!(errs[0].line, 3);
+        assert!(errs[0].message.contains("lsten"), "{}", errs[0].message);
+    }
+
+    #[test]
+    fn semantic_errors_are_all_reported_with_lines() {
+        let text = r#"
+[upstreams.app]
+url = "http://127.0.0.1:3000"
+
+[[routes]]
+path = "/a"
+upstream = "nope"
+
+[[routes]]
+path = "/b"
+upstream = "app"
+auth = ["missing"]
+"#;
+        let errs = errors_of(text);
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert_eq!(
+            (errs[0].line, errs[0].field.as_str()),
+            (7, "routes[0].upstream")
+        );
+        assert_eq!(
+            (errs[1].line, errs[1].field.as_str()),
+            (12, "routes[1].auth[0]")
+        );
+    }
+
+    #[test]
+    fn network_rules_and_trusted_proxies_are_checked() {
+        let text = "[gateway]\ntrusted_proxies = [\"all\"]\n[network]\nrules = [{ allow = \"10.0.0.0/33\" }, { allow = \"10.0.0.0/8\", deny = \"all\" }]\n";
+        let errs = errors_of(text);
+        let fields: Vec<(usize, &str)> = errs.iter().map(|e| (e.line, e.field.as_str())).collect();
+        assert_eq!(
+            fields,
+            vec![
+                (2, "gateway.trusted_proxies[0]"),
+                (4, "network.rules[0]"),
+                (4, "network.rules[1]")
+            ],
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn a_minimal_configuration_loads() {
+        let text = "[upstreams.app]\nurl = \"http://127.0.0.1:3000\"\n[[routes]]\npath = \"/x/{id}\"\nupstream = \"app\"\n";
+        let config = Config::parse(text, Path::new("w.toml")).unwrap();
+        assert_eq!(config.routes().len(), 1);
+        assert_eq!(
+            config.gateway.listen,
+            SocketAddr::from(([127, 0, 0, 1], 8080))
+        );
+    }
+}

@@ -1,0 +1,548 @@
+//! Checking identity sources: keys loaded and parsed, algorithms pinned and consistent.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use jsonwebtoken::{Algorithm, DecodingKey};
+use toml::Spanned;
+
+use super::error::Collector;
+use super::parse_duration;
+use super::raw::{RawKey, RawSource};
+use crate::auth::Source;
+use crate::auth::api_key::{ApiKeyEntry, ApiKeySource};
+use crate::auth::basic::{BasicSource, BasicUser, PasswordHashKind};
+use crate::auth::jwt::{JwtSource, KeySet, VerifyKey, is_hmac};
+
+/// The shortest HMAC secret accepted: RFC 7518 §3.2 wants a key at least as long as the hash.
+const MIN_HMAC_SECRET: usize = 32;
+
+pub(super) fn check_source(
+    name: &str,
+    spanned: &Spanned<RawSource>,
+    base_dir: &Path,
+    errors: &mut Collector<'_>,
+) -> Option<Source> {
+    let raw = spanned.get_ref();
+    let before = errors.errors.len();
+    let field = |f: &str| format!("sources.{name}.{f}");
+    let kind = raw.kind.get_ref().as_str();
+
+    // Fields that belong to another type of source are mistakes, not options.
+    let foreign: &[(&str, bool)] = match kind {
+        "jwt" => &[
+            ("header", raw.header.is_some()),
+            ("users", raw.users.is_some()),
+        ],
+        "api_key" => &[
+            ("algorithms", raw.algorithms.is_some()),
+            ("jwks_file", raw.jwks_file.is_some()),
+            ("jwks_url", raw.jwks_url.is_some()),
+            ("cookie", raw.cookie.is_some()),
+            ("issuer", raw.issuer.is_some()),
+            ("users", raw.users.is_some()),
+            ("attributes", raw.attributes.is_some()),
+        ],
+        "basic" => &[
+            ("algorithms", raw.algorithms.is_some()),
+            ("keys", raw.keys.is_some()),
+            ("header", raw.header.is_some()),
+            ("cookie", raw.cookie.is_some()),
+            ("attributes", raw.attributes.is_some()),
+        ],
+        other => {
+            errors.at(
+                raw.kind.span(),
+                field("type"),
+                format!("unknown source type `{other}`; expected `jwt`, `api_key` or `basic`"),
+            );
+            return None;
+        }
+    };
+    for (f, present) in foreign {
+        if *present {
+            errors.at(
+                spanned.span(),
+                field(f),
+                format!("`{f}` does not apply to a `{kind}` source"),
+            );
+        }
+    }
+
+    let name: Arc<str> = Arc::from(name);
+    let source = match kind {
+        "jwt" => check_jwt(&name, raw, spanned, base_dir, errors).map(Source::Jwt),
+        "api_key" => check_api_key(&name, raw, spanned, errors).map(Source::ApiKey),
+        _ => check_basic(&name, raw, spanned, errors).map(Source::Basic),
+    };
+    if errors.errors.len() == before {
+        source
+    } else {
+        None
+    }
+}
+
+fn check_jwt(
+    name: &Arc<str>,
+    raw: &RawSource,
+    spanned: &Spanned<RawSource>,
+    base_dir: &Path,
+    errors: &mut Collector<'_>,
+) -> Option<JwtSource> {
+    let field = |f: &str| format!("sources.{name}.{f}");
+    let Some(algs) = &raw.algorithms else {
+        errors.at(
+            spanned.span(),
+            field("algorithms"),
+            "a JWT source must pin its algorithms, e.g. [\"RS256\"]",
+        );
+        return None;
+    };
+    let mut algorithms = Vec::new();
+    for a in algs.get_ref() {
+        if a.eq_ignore_ascii_case("none") {
+            errors.at(algs.span(), field("algorithms"), "`none` is never accepted");
+            continue;
+        }
+        match Algorithm::from_str(a) {
+            Ok(alg) => algorithms.push(alg),
+            Err(_) => errors.at(
+                algs.span(),
+                field("algorithms"),
+                format!("unknown algorithm `{a}`"),
+            ),
+        }
+    }
+    if algs.get_ref().is_empty() {
+        errors.at(
+            algs.span(),
+            field("algorithms"),
+            "at least one algorithm is needed",
+        );
+    }
+    let hmac = algorithms.iter().filter(|a| is_hmac(**a)).count();
+    if hmac != 0 && hmac != algorithms.len() {
+        errors.at(
+            algs.span(),
+            field("algorithms"),
+            "HMAC and public-key algorithms cannot share a source (algorithm confusion)",
+        );
+    }
+    let symmetric = hmac != 0;
+
+    let mut keys = Vec::new();
+    if let Some(list) = &raw.keys {
+        for (i, key) in list.get_ref().iter().enumerate() {
+            if let Some(k) = load_key(
+                key,
+                symmetric,
+                base_dir,
+                &format!("sources.{name}.keys[{i}]"),
+                errors,
+            ) {
+                keys.push(k);
+            }
+        }
+    }
+    if let Some(file) = &raw.jwks_file {
+        if symmetric {
+            errors.at(
+                file.span(),
+                field("jwks_file"),
+                "a JWKS holds public keys; HMAC sources use `keys` with a secret",
+            );
+        }
+        match std::fs::read(base_dir.join(file.get_ref())) {
+            Ok(bytes) => match KeySet::from_jwks(&bytes) {
+                Ok(set) => keys.extend(set.keys),
+                Err(e) => errors.at(file.span(), field("jwks_file"), e.to_string()),
+            },
+            Err(e) => errors.at(
+                file.span(),
+                field("jwks_file"),
+                format!("cannot read `{}`: {e}", file.get_ref()),
+            ),
+        }
+    }
+    if let Some(url) = &raw.jwks_url {
+        if symmetric {
+            errors.at(
+                url.span(),
+                field("jwks_url"),
+                "a JWKS holds public keys; HMAC sources use `keys` with a secret",
+            );
+        }
+        let ok = url.get_ref().parse::<http::Uri>().is_ok_and(|u| {
+            matches!(u.scheme_str(), Some("https" | "http")) && u.authority().is_some()
+        });
+        if !ok {
+            errors.at(url.span(), field("jwks_url"), "expected an http(s) URL");
+        }
+    }
+    let configured = raw.keys.as_ref().is_some_and(|k| !k.get_ref().is_empty())
+        || raw.jwks_file.is_some()
+        || raw.jwks_url.is_some();
+    if !configured {
+        errors.at(
+            spanned.span(),
+            field("keys"),
+            "a JWT source needs `keys`, `jwks_file` or `jwks_url`",
+        );
+    }
+    for key in &keys {
+        if !algorithms.iter().any(|a| a.family() == key.key.family()) {
+            errors.at(
+                spanned.span(),
+                field("keys"),
+                format!(
+                    "key {} does not fit any of the pinned algorithms",
+                    key.kid.as_deref().unwrap_or("(no kid)")
+                ),
+            );
+        }
+    }
+
+    let leeway = raw
+        .leeway
+        .as_ref()
+        .and_then(|v| parse_duration(v, &field("leeway"), errors))
+        .unwrap_or(Duration::from_secs(30));
+    let require: Vec<String> = raw.require.as_ref().map_or_else(
+        || vec!["exp".to_owned(), "sub".to_owned()],
+        |r| r.get_ref().clone(),
+    );
+    if let Some(r) = &raw.require {
+        for claim in r.get_ref() {
+            if !["exp", "sub", "nbf", "iat", "jti"].contains(&claim.as_str()) {
+                errors.at(
+                    r.span(),
+                    field("require"),
+                    format!("`{claim}` cannot be required; use exp, sub, nbf, iat or jti"),
+                );
+            }
+        }
+    }
+    let cookie = raw.cookie.as_ref().map(|c| Arc::from(c.get_ref().as_str()));
+    if let Some(c) = &raw.cookie
+        && (c.get_ref().is_empty() || c.get_ref().contains([';', '=', ' ', ',']))
+    {
+        errors.at(c.span(), field("cookie"), "not a valid cookie name");
+    }
+    let jwks_refresh = raw
+        .jwks_refresh
+        .as_ref()
+        .and_then(|v| parse_duration(v, &field("jwks_refresh"), errors))
+        .unwrap_or(Duration::from_secs(300));
+    let max_token_bytes = raw.max_token_bytes.as_ref().map_or(8192, |m| *m.get_ref());
+
+    Some(JwtSource {
+        name: Arc::clone(name),
+        algorithms,
+        issuer: raw.issuer.as_ref().map(|i| i.get_ref().clone()),
+        audience: raw
+            .audience
+            .as_ref()
+            .map(|a| a.get_ref().clone())
+            .unwrap_or_default(),
+        leeway: leeway.as_secs(),
+        require_exp: require.iter().any(|c| c == "exp"),
+        require_sub: require.iter().any(|c| c == "sub"),
+        require_nbf: require.iter().any(|c| c == "nbf"),
+        require_iat: require.iter().any(|c| c == "iat"),
+        require_jti: require.iter().any(|c| c == "jti"),
+        static_keys: KeySet { keys },
+        fetched_keys: ArcSwap::from_pointee(KeySet::default()),
+        jwks_url: raw.jwks_url.as_ref().map(|u| u.get_ref().clone()),
+        jwks_refresh,
+        cookie,
+        roles_claim: raw
+            .roles_claim
+            .as_ref()
+            .map_or_else(|| "roles".to_owned(), |c| c.get_ref().clone()),
+        scopes_claim: raw
+            .scopes_claim
+            .as_ref()
+            .map_or_else(|| "scope".to_owned(), |c| c.get_ref().clone()),
+        max_token_bytes,
+        attribute_claims: raw
+            .attributes
+            .as_ref()
+            .map(|a| a.get_ref().clone())
+            .unwrap_or_default(),
+    })
+}
+
+fn load_key(
+    spanned: &Spanned<RawKey>,
+    symmetric: bool,
+    base_dir: &Path,
+    field: &str,
+    errors: &mut Collector<'_>,
+) -> Option<VerifyKey> {
+    let raw = spanned.get_ref();
+    let span = spanned.span();
+    let given = [
+        raw.pem.is_some(),
+        raw.pem_file.is_some(),
+        raw.secret_env.is_some(),
+        raw.secret_file.is_some(),
+    ]
+    .iter()
+    .filter(|b| **b)
+    .count();
+    if given != 1 {
+        errors.at(
+            span,
+            field,
+            "give exactly one of `pem`, `pem_file`, `secret_env`, `secret_file`",
+        );
+        return None;
+    }
+    if raw.id.is_some() || raw.sha256.is_some() || raw.subject.is_some() {
+        errors.at(
+            span,
+            field,
+            "`id`, `sha256` and `subject` belong to API keys, not JWT keys",
+        );
+        return None;
+    }
+    let secret = if let Some(var) = &raw.secret_env {
+        match std::env::var(var) {
+            Ok(v) => Some(v.into_bytes()),
+            Err(_) => {
+                errors.at(
+                    span,
+                    field,
+                    format!("environment variable `{var}` is not set"),
+                );
+                return None;
+            }
+        }
+    } else if let Some(file) = &raw.secret_file {
+        match std::fs::read(base_dir.join(file)) {
+            Ok(mut v) => {
+                while v.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                    v.pop();
+                }
+                Some(v)
+            }
+            Err(e) => {
+                errors.at(span, field, format!("cannot read `{file}`: {e}"));
+                return None;
+            }
+        }
+    } else {
+        None
+    };
+    let key = if let Some(secret) = secret {
+        if !symmetric {
+            errors.at(span, field, "a secret cannot verify public-key algorithms");
+            return None;
+        }
+        if secret.len() < MIN_HMAC_SECRET {
+            errors.at(
+                span,
+                field,
+                format!("an HMAC secret must be at least {MIN_HMAC_SECRET} bytes"),
+            );
+            return None;
+        }
+        DecodingKey::from_secret(&secret)
+    } else {
+        if symmetric {
+            errors.at(
+                span,
+                field,
+                "HMAC algorithms need a secret, not a public key (algorithm confusion)",
+            );
+            return None;
+        }
+        let pem = match (&raw.pem, &raw.pem_file) {
+            (Some(pem), _) => pem.clone().into_bytes(),
+            (None, Some(file)) => match std::fs::read(base_dir.join(file)) {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    errors.at(span, field, format!("cannot read `{file}`: {e}"));
+                    return None;
+                }
+            },
+            (None, None) => return None,
+        };
+        if String::from_utf8_lossy(&pem).contains("PRIVATE KEY") {
+            errors.at(
+                span,
+                field,
+                "this is a private key; give warden only the public key",
+            );
+            return None;
+        }
+        match DecodingKey::from_rsa_pem(&pem)
+            .or_else(|_| DecodingKey::from_ec_pem(&pem))
+            .or_else(|_| DecodingKey::from_ed_pem(&pem))
+        {
+            Ok(k) => k,
+            Err(_) => {
+                errors.at(span, field, "not a PEM RSA, EC or Ed25519 public key");
+                return None;
+            }
+        }
+    };
+    Some(VerifyKey {
+        kid: raw.kid.clone(),
+        alg: None,
+        key,
+    })
+}
+
+fn check_api_key(
+    name: &Arc<str>,
+    raw: &RawSource,
+    spanned: &Spanned<RawSource>,
+    errors: &mut Collector<'_>,
+) -> Option<ApiKeySource> {
+    let field = |f: &str| format!("sources.{name}.{f}");
+    let header = match &raw.header {
+        None => http::HeaderName::from_static("x-api-key"),
+        Some(h) => match http::HeaderName::from_bytes(h.get_ref().as_bytes()) {
+            Ok(h) if h != http::header::AUTHORIZATION && h != http::header::COOKIE => h,
+            _ => {
+                errors.at(
+                    h.span(),
+                    field("header"),
+                    "not a usable header name for API keys",
+                );
+                return None;
+            }
+        },
+    };
+    let mut keys = HashMap::new();
+    let Some(list) = &raw.keys else {
+        errors.at(
+            spanned.span(),
+            field("keys"),
+            "an api_key source needs `keys`",
+        );
+        return None;
+    };
+    for (i, key) in list.get_ref().iter().enumerate() {
+        let k = key.get_ref();
+        let f = format!("sources.{name}.keys[{i}]");
+        let (Some(id), Some(sha), Some(subject)) = (&k.id, &k.sha256, &k.subject) else {
+            errors.at(
+                key.span(),
+                f,
+                "an API key needs `id`, `sha256` and `subject`",
+            );
+            continue;
+        };
+        if k.pem.is_some()
+            || k.pem_file.is_some()
+            || k.secret_env.is_some()
+            || k.secret_file.is_some()
+            || k.kid.is_some()
+        {
+            errors.at(
+                key.span(),
+                f,
+                "`pem`, `pem_file`, `secret_env`, `secret_file` and `kid` belong to JWT keys",
+            );
+            continue;
+        }
+        let digest: Option<[u8; 32]> = hex::decode(sha).ok().and_then(|d| d.try_into().ok());
+        let Some(digest) = digest else {
+            errors.at(
+                key.span(),
+                format!("{f}.sha256"),
+                "expected 64 hex digits (the SHA-256 of the key)",
+            );
+            continue;
+        };
+        let entry = ApiKeyEntry {
+            id: id.clone(),
+            subject: subject.clone(),
+            roles: k.roles.clone().unwrap_or_default(),
+            scopes: k.scopes.clone().unwrap_or_default(),
+            attributes: k
+                .attributes
+                .as_ref()
+                .and_then(|t| serde_json::to_value(t).ok())
+                .and_then(|v| match v {
+                    serde_json::Value::Object(map) => Some(map.into_iter().collect()),
+                    _ => None,
+                })
+                .unwrap_or_default(),
+        };
+        if keys.insert(digest, entry).is_some() {
+            errors.at(
+                key.span(),
+                format!("{f}.sha256"),
+                "the same key hash is listed twice",
+            );
+        }
+    }
+    Some(ApiKeySource {
+        name: Arc::clone(name),
+        header,
+        keys,
+    })
+}
+
+fn check_basic(
+    name: &Arc<str>,
+    raw: &RawSource,
+    spanned: &Spanned<RawSource>,
+    errors: &mut Collector<'_>,
+) -> Option<BasicSource> {
+    let Some(list) = &raw.users else {
+        errors.at(
+            spanned.span(),
+            format!("sources.{name}.users"),
+            "a basic source needs `users`",
+        );
+        return None;
+    };
+    let mut users = HashMap::new();
+    let mut decoy = None;
+    for (i, user) in list.get_ref().iter().enumerate() {
+        let u = user.get_ref();
+        match PasswordHashKind::parse(&u.hash) {
+            Ok(hash) => {
+                decoy.get_or_insert_with(|| hash.clone());
+                if users
+                    .insert(
+                        u.name.clone(),
+                        BasicUser {
+                            hash,
+                            roles: u.roles.clone(),
+                        },
+                    )
+                    .is_some()
+                {
+                    errors.at(
+                        user.span(),
+                        format!("sources.{name}.users[{i}].name"),
+                        format!("user `{}` is listed twice", u.name),
+                    );
+                }
+            }
+            Err(msg) => errors.at(user.span(), format!("sources.{name}.users[{i}].hash"), msg),
+        }
+        if u.name.contains(':') || u.name.is_empty() {
+            errors.at(
+                user.span(),
+                format!("sources.{name}.users[{i}].name"),
+                "a Basic user name is not empty and has no colon",
+            );
+        }
+    }
+    let decoy = decoy?;
+    Some(BasicSource {
+        name: Arc::clone(name),
+        users,
+        decoy,
+    })
+}

@@ -1,0 +1,505 @@
+//! What the engine decides: a [`Decision`] with a typed [`Reason`] for every refusal.
+//!
+//! Reasons are small typed values; [`crate::response`] is the one place that turns them
+//! into status, headers and body.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, Method, StatusCode};
+
+use crate::identity::Identity;
+
+/// The pipeline stages, in order. A decision names the stage that ended it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Stage {
+    /// Canonical path and header hygiene.
+    Normalize,
+    /// Client address and network rules.
+    Network,
+    /// Bans and rate limits.
+    RateLimit,
+    /// Method and path template to route.
+    Route,
+    /// Credentials to a verified identity.
+    Authenticate,
+    /// Identity against the route's requirements.
+    Authorize,
+    /// The request is allowed and goes to the upstream.
+    Forward,
+}
+
+impl Stage {
+    /// The stable name of the stage, as it appears in logs.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Normalize => "normalize",
+            Self::Network => "network",
+            Self::RateLimit => "rate_limit",
+            Self::Route => "route",
+            Self::Authenticate => "authenticate",
+            Self::Authorize => "authorize",
+            Self::Forward => "forward",
+        }
+    }
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a bearer or cookie token was not accepted. Each maps to `error="invalid_token"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TokenProblem {
+    /// Not three base64url parts, or a part that does not decode to JSON.
+    Garbled,
+    /// Longer than the source's size limit.
+    TooLarge,
+    /// The `alg` is `none` or not one the source pins.
+    AlgorithmNotAllowed,
+    /// The header carries a key or key location (`jwk`, `jku`, `x5u`, `x5c`).
+    EmbeddedKey,
+    /// The header has `crit` extensions warden does not understand.
+    UnsupportedCritical,
+    /// No configured key has the token's `kid` (or no key fits the algorithm).
+    UnknownKey,
+    /// The signature does not verify.
+    BadSignature,
+    /// `exp` is in the past (beyond leeway).
+    Expired,
+    /// `nbf` is in the future (beyond leeway).
+    NotYetValid,
+    /// The issuer is not the configured one.
+    WrongIssuer,
+    /// The audience is not one of the configured ones.
+    WrongAudience,
+    /// A claim the source requires (such as `exp` or `sub`) is missing or malformed.
+    MissingClaim,
+    /// The token, or every token of its subject issued before a time, was revoked.
+    Revoked,
+}
+
+impl TokenProblem {
+    /// The `error_description` sent with `error="invalid_token"` (RFC 6750 §3).
+    #[must_use]
+    pub fn description(self) -> &'static str {
+        match self {
+            Self::Garbled => "The access token is malformed",
+            Self::TooLarge => "The access token is too large",
+            Self::AlgorithmNotAllowed => "The token's signing algorithm is not accepted",
+            Self::EmbeddedKey => "Keys embedded in or referenced by the token are not accepted",
+            Self::UnsupportedCritical => {
+                "The token has critical header parameters that are not supported"
+            }
+            Self::UnknownKey => "The token was signed by an unknown key",
+            Self::BadSignature => "The token signature is invalid",
+            Self::Expired => "The access token expired",
+            Self::NotYetValid => "The access token is not yet valid",
+            Self::WrongIssuer => "The token issuer is not accepted",
+            Self::WrongAudience => "The token audience is not accepted",
+            Self::MissingClaim => "The token lacks a required claim",
+            Self::Revoked => "The access token was revoked",
+        }
+    }
+
+    /// The stable code of the problem, as it appears in logs.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Garbled => "garbled",
+            Self::TooLarge => "too_large",
+            Self::AlgorithmNotAllowed => "algorithm_not_allowed",
+            Self::EmbeddedKey => "embedded_key",
+            Self::UnsupportedCritical => "unsupported_crit",
+            Self::UnknownKey => "unknown_key",
+            Self::BadSignature => "bad_signature",
+            Self::Expired => "expired",
+            Self::NotYetValid => "not_yet_valid",
+            Self::WrongIssuer => "wrong_issuer",
+            Self::WrongAudience => "wrong_audience",
+            Self::MissingClaim => "missing_claim",
+            Self::Revoked => "revoked",
+        }
+    }
+}
+
+/// Why a request was refused. Each reason has one status and one stable code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reason {
+    /// The request line or a header is malformed or ambiguous.
+    MalformedRequest {
+        /// What was wrong, safe to show to the client.
+        detail: &'static str,
+    },
+    /// No route has this path.
+    RouteNotFound,
+    /// A route has this path, but not for this method.
+    MethodNotAllowed {
+        /// The methods the path accepts, for the `Allow` header.
+        allow: Vec<Method>,
+    },
+    /// The credentials are syntactically malformed (RFC 6750 `invalid_request`).
+    MalformedCredentials {
+        /// What was wrong, safe to show to the client.
+        detail: &'static str,
+    },
+    /// The route needs credentials and none were sent.
+    NoCredentials,
+    /// A bearer or cookie token was sent and is not acceptable.
+    InvalidToken(TokenProblem),
+    /// An API key or a user name and password were sent and do not match.
+    InvalidCredentials,
+    /// A network rule denies the client address.
+    AddressDenied {
+        /// Which rule list (`global` or the route's) and the rule's position, for the log.
+        list: &'static str,
+        /// The rule's position in its list.
+        rule: u32,
+    },
+    /// A geo rule denies the client's country (403, or 451 for a legal block).
+    GeoDenied {
+        /// The country, when known (log only).
+        country: Option<String>,
+        /// The legal notice of a 451.
+        blocked_by: Option<Arc<str>>,
+    },
+    /// The identity lacks every role the route accepts.
+    MissingRole {
+        /// The roles any one of which would be enough.
+        needed: Vec<String>,
+        /// The roles the caller has.
+        held: Vec<String>,
+    },
+    /// The identity lacks OAuth scopes the route requires (RFC 6750 `insufficient_scope`).
+    InsufficientScope {
+        /// All scopes the route requires.
+        required: Vec<String>,
+        /// The required scopes the caller lacks.
+        missing: Vec<String>,
+    },
+    /// A Cedar `forbid` policy matched.
+    PolicyForbids {
+        /// The policies that forbade it (log only, never in a body).
+        policies: Vec<String>,
+    },
+    /// No Cedar `permit` policy matched (Cedar's default deny, which has no reason of its own).
+    NoPolicyPermits,
+    /// Policy evaluation failed; denied, fail closed.
+    PolicyError {
+        /// Cedar's errors (log only).
+        errors: Vec<String>,
+    },
+    /// A rate limit is exceeded (429).
+    RateLimited {
+        /// The limit's name.
+        policy: Arc<str>,
+        /// Seconds until a request would conform.
+        retry_after_secs: u64,
+    },
+    /// The client is banned after a burst of refusals (429).
+    Banned {
+        /// Seconds left of the ban.
+        retry_after_secs: u64,
+    },
+    /// The state backend could not answer and the fail mode is closed (503).
+    StateUnavailable,
+    /// The upstream could not be reached or broke the exchange (a gateway answer, not a decision).
+    UpstreamUnavailable,
+    /// The upstream did not answer in time (a gateway answer, not a decision).
+    UpstreamTimeout,
+}
+
+impl Reason {
+    /// The HTTP status this reason is answered with (before concealment).
+    #[must_use]
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::MalformedRequest { .. } | Self::MalformedCredentials { .. } => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::RouteNotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Self::NoCredentials | Self::InvalidToken(_) | Self::InvalidCredentials => {
+                StatusCode::UNAUTHORIZED
+            }
+            Self::MissingRole { .. }
+            | Self::AddressDenied { .. }
+            | Self::InsufficientScope { .. }
+            | Self::PolicyForbids { .. }
+            | Self::NoPolicyPermits
+            | Self::PolicyError { .. } => StatusCode::FORBIDDEN,
+            Self::GeoDenied {
+                blocked_by: Some(_),
+                ..
+            } => StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS,
+            Self::GeoDenied {
+                blocked_by: None, ..
+            } => StatusCode::FORBIDDEN,
+            Self::RateLimited { .. } | Self::Banned { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::StateUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
+            Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// The stable machine-readable code (the problem document's `code` member).
+    #[must_use]
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::MalformedRequest { .. } => "bad_request",
+            Self::RouteNotFound => "not_found",
+            Self::MethodNotAllowed { .. } => "method_not_allowed",
+            Self::MalformedCredentials { .. } => "invalid_request",
+            Self::NoCredentials => "unauthenticated",
+            Self::InvalidToken(_) => "invalid_token",
+            Self::InvalidCredentials => "invalid_credentials",
+            Self::MissingRole { .. }
+            | Self::AddressDenied { .. }
+            | Self::PolicyForbids { .. }
+            | Self::NoPolicyPermits
+            | Self::PolicyError { .. } => "forbidden",
+            Self::InsufficientScope { .. } => "insufficient_scope",
+            Self::GeoDenied {
+                blocked_by: Some(_),
+                ..
+            } => "unavailable_for_legal_reasons",
+            Self::GeoDenied {
+                blocked_by: None, ..
+            } => "forbidden",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::Banned { .. } => "too_many_failures",
+            Self::StateUnavailable => "temporarily_unavailable",
+            Self::UpstreamUnavailable => "upstream_unavailable",
+            Self::UpstreamTimeout => "upstream_timeout",
+        }
+    }
+
+    /// The detail of the reason for logs: more specific than any body is allowed to be.
+    #[must_use]
+    pub fn log_detail(&self) -> String {
+        match self {
+            Self::MalformedRequest { detail } | Self::MalformedCredentials { detail } => {
+                (*detail).to_owned()
+            }
+            Self::InvalidToken(problem) => problem.as_str().to_owned(),
+            Self::MissingRole { needed, held } => {
+                format!(
+                    "needs role {}; caller has {}",
+                    needed.join(" or "),
+                    list_or_none(held)
+                )
+            }
+            Self::InsufficientScope { missing, .. } => {
+                format!("missing scope {}", missing.join(" "))
+            }
+            Self::MethodNotAllowed { allow } => {
+                let allow: Vec<&str> = allow.iter().map(Method::as_str).collect();
+                format!("allowed methods {}", allow.join(", "))
+            }
+            Self::AddressDenied { list, rule } => {
+                format!("address denied by {list} network rule {rule}")
+            }
+            Self::PolicyForbids { policies } => {
+                format!("forbidden by policy {}", policies.join(", "))
+            }
+            Self::NoPolicyPermits => "no policy permits this request".to_owned(),
+            Self::PolicyError { errors } => {
+                format!("policy evaluation failed (denied): {}", errors.join("; "))
+            }
+            Self::RateLimited {
+                policy,
+                retry_after_secs,
+            } => {
+                format!("limit {policy} exceeded; retry after {retry_after_secs}s")
+            }
+            Self::Banned { retry_after_secs } => format!("banned for {retry_after_secs}s more"),
+            Self::GeoDenied { country, .. } => {
+                format!(
+                    "country {} denied by a geo rule",
+                    country.as_deref().unwrap_or("unknown")
+                )
+            }
+            Self::RouteNotFound
+            | Self::StateUnavailable
+            | Self::NoCredentials
+            | Self::InvalidCredentials
+            | Self::UpstreamUnavailable
+            | Self::UpstreamTimeout => self.code().to_owned(),
+        }
+    }
+}
+
+pub(crate) fn list_or_none(items: &[String]) -> String {
+    if items.is_empty() {
+        "none".to_owned()
+    } else {
+        items.join(", ")
+    }
+}
+
+/// How much a refusal's body may say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verbosity {
+    /// The class of refusal and the decision id only.
+    #[default]
+    Public,
+    /// Also the missing role or scope, for APIs used by trusted teams.
+    Internal,
+}
+
+/// An authentication scheme the route accepts, for its `WWW-Authenticate` challenge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scheme {
+    /// `Bearer` (RFC 6750).
+    Bearer,
+    /// `Basic` (RFC 7617).
+    Basic,
+    /// An API key in a named header (no registered scheme: `ApiKey header="…"`).
+    ApiKey {
+        /// The header the key is read from.
+        header: Arc<str>,
+    },
+    /// A session cookie carrying a token (`Cookie cookie-name="…"`).
+    Cookie {
+        /// The cookie the token is read from.
+        name: Arc<str>,
+    },
+}
+
+/// A unique id for each decision, sent in the problem's `instance` and logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DecisionId(uuid::Uuid);
+
+impl DecisionId {
+    /// A fresh, time-ordered id.
+    #[must_use]
+    pub fn new() -> Self {
+        Self(uuid::Uuid::now_v7())
+    }
+}
+
+impl Default for DecisionId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for DecisionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0.as_hyphenated(), f)
+    }
+}
+
+/// Headers to change on the way to the upstream.
+#[derive(Debug, Clone, Default)]
+pub struct ForwardHeaders {
+    /// Headers removed from the client's request (identity headers it must not set).
+    pub remove: Arc<[HeaderName]>,
+    /// Headers warden sets, after removal, from the verified identity.
+    pub add: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// An allowed request: where it goes and what warden adds.
+#[derive(Debug, Clone)]
+pub struct Allow {
+    /// The upstream's name in the configuration.
+    pub upstream: Arc<str>,
+    /// The normalized path and query to send: exactly what was authorized.
+    pub path_and_query: String,
+    /// The verified identity, if the route authenticates.
+    pub identity: Option<Identity>,
+    /// Header changes for the upstream request.
+    pub headers: ForwardHeaders,
+    /// Whether the route is concealed (the upstream's own 404 is replaced by the canonical one).
+    pub concealed: bool,
+}
+
+/// A refused request.
+#[derive(Debug, Clone)]
+pub struct Deny {
+    /// Why it was refused.
+    pub reason: Reason,
+    /// The challenges for the route's accepted schemes (sent on 401, and on 400/403 for Bearer errors).
+    pub challenges: Vec<Scheme>,
+    /// How much the body may say.
+    pub verbosity: Verbosity,
+    /// Whether the refusal must look exactly like an unknown path.
+    pub concealed: bool,
+    /// The identity, when one was verified before the refusal (for the log).
+    pub identity: Option<Identity>,
+}
+
+/// Either outcome.
+#[derive(Debug, Clone)]
+pub enum Verdict {
+    /// Forward to the upstream.
+    Allow(Allow),
+    /// Answer with a refusal.
+    Deny(Deny),
+}
+
+/// One decision of the engine.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    /// Unique id, logged and sent as the problem `instance`.
+    pub id: DecisionId,
+    /// The stage that ended the pipeline (`Forward` for an allow).
+    pub stage: Stage,
+    /// The route's name, when the path matched one.
+    pub route: Option<Arc<str>>,
+    /// Allow or deny.
+    pub verdict: Verdict,
+    /// How long the decision took.
+    pub elapsed: Duration,
+    /// The Cedar policies that decided (empty when Cedar was not consulted or none matched).
+    pub policies: Vec<String>,
+    /// Where shadow policies disagreed with the active ones (never enforced).
+    pub shadow: Option<crate::authz::ShadowDisagreement>,
+    /// The client address: the peer, or what trusted proxies reported.
+    pub client: std::net::IpAddr,
+    /// The rate limits applied, for the `RateLimit` headers.
+    pub limits: Vec<crate::limit::Applied>,
+    /// The state backend could not answer and the fail mode let the request through.
+    pub state_unavailable: bool,
+}
+
+impl Decision {
+    /// Whether the request is allowed.
+    #[must_use]
+    pub fn is_allowed(&self) -> bool {
+        matches!(self.verdict, Verdict::Allow(_))
+    }
+
+    /// The refusal reason, if denied.
+    #[must_use]
+    pub fn reason(&self) -> Option<&Reason> {
+        match &self.verdict {
+            Verdict::Deny(deny) => Some(&deny.reason),
+            Verdict::Allow(_) => None,
+        }
+    }
+
+    /// The identity, verified or not yet refused, if any.
+    #[must_use]
+    pub fn identity(&self) -> Option<&Identity> {
+        match &self.verdict {
+            Verdict::Allow(allow) => allow.identity.as_ref(),
+            Verdict::Deny(deny) => deny.identity.as_ref(),
+        }
+    }
+
+    /// The status the client will see (a concealed refusal is a 404).
+    #[must_use]
+    pub fn status(&self) -> StatusCode {
+        match &self.verdict {
+            Verdict::Allow(_) => StatusCode::OK,
+            Verdict::Deny(deny) if deny.concealed => StatusCode::NOT_FOUND,
+            Verdict::Deny(deny) => deny.reason.status(),
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! One canonical path, computed once, before routing: what is routed and authorized is
+//! exactly what the upstream receives.
+//!
+//! Rules:
+//! - the target must be in origin form (`/…`), visible ASCII, with no `#` and no `\`;
+//! - percent-encoded unreserved characters are decoded (`%41` → `A`, `%2e` → `.`); other
+//!   escapes keep their encoding with upper-case hex;
+//! - `%2F`, `%5C` and `%00` are refused: an encoded slash, backslash or NUL means one thing
+//!   to warden and another to some upstream;
+//! - empty segments (`//`) are removed; `.` segments are removed; `..` removes the segment
+//!   before it and is refused above the root; a segment that is `.` or `..` followed by a `;`
+//!   parameter is refused (servlet containers treat `..;` as `..`).
+
+use std::fmt::Write as _;
+
+/// A normalized request target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Normalized {
+    /// The canonical path: starts with `/`, no empty, `.` or `..` segments.
+    pub path: String,
+    /// The raw query (without `?`), if any.
+    pub query: Option<String>,
+}
+
+impl Normalized {
+    /// The path and query to send upstream.
+    #[must_use]
+    pub fn path_and_query(&self) -> String {
+        match &self.query {
+            Some(q) => format!("{}?{q}", self.path),
+            None => self.path.clone(),
+        }
+    }
+}
+
+/// Why a target was refused (each is a 400).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.detail())]
+pub enum NormalizeError {
+    /// Not origin form.
+    NotOriginForm,
+    /// Control characters, spaces or non-ASCII bytes.
+    BadCharacter,
+    /// A fragment (`#`) in the request line.
+    Fragment,
+    /// A raw or encoded backslash.
+    Backslash,
+    /// An encoded slash.
+    EncodedSlash,
+    /// An encoded NUL.
+    EncodedNul,
+    /// A `%` not followed by two hex digits.
+    BadEscape,
+    /// `..` above the root.
+    AboveRoot,
+    /// `.;` or `..;` segments.
+    DotSegmentParameter,
+}
+
+impl NormalizeError {
+    /// What was wrong, as told to the client.
+    #[must_use]
+    pub fn detail(self) -> &'static str {
+        match self {
+            Self::NotOriginForm => "The request target must be an absolute path",
+            Self::BadCharacter => "The request target contains characters that are not allowed",
+            Self::Fragment => "The request target contains a fragment",
+            Self::Backslash => "The request target contains a backslash",
+            Self::EncodedSlash => "The request target contains an encoded slash",
+            Self::EncodedNul => "The request target contains an encoded NUL",
+            Self::BadEscape => "The request target contains a malformed percent-encoding",
+            Self::AboveRoot => "The request target climbs above the root",
+            Self::DotSegmentParameter => {
+                "The request target contains a dot segment with parameters"
+            }
+        }
+    }
+}
+
+/// Normalize a request target.
+///
+/// # Errors
+/// When the target is ambiguous or malformed; see [`NormalizeError`].
+pub fn normalize(target: &str) -> Result<Normalized, NormalizeError> {
+    if !target.starts_with('/') {
+        return Err(NormalizeError::NotOriginForm);
+    }
+    if target.bytes().any(|b| !(0x21..=0x7e).contains(&b)) {
+        return Err(NormalizeError::BadCharacter);
+    }
+    if target.contains('#') {
+        return Err(NormalizeError::Fragment);
+    }
+    let (raw_path, query) = match target.split_once('?') {
+        Some((p, q)) => (p, Some(q.to_owned())),
+        None => (target, None),
+    };
+    if raw_path.contains('\\') {
+        return Err(NormalizeError::Backslash);
+    }
+
+    let mut segments: Vec<String> = Vec::new();
+    let trailing_slash = raw_path.len() > 1 && raw_path.ends_with('/');
+    for raw in raw_path.split('/') {
+        let segment = decode_segment(raw)?;
+        if segment.is_empty() || segment == "." {
+            continue;
+        }
+        if segment == ".." {
+            if segments.pop().is_none() {
+                return Err(NormalizeError::AboveRoot);
+            }
+            continue;
+        }
+        if segment.starts_with(".;") || segment.starts_with("..;") {
+            return Err(NormalizeError::DotSegmentParameter);
+        }
+        segments.push(segment);
+    }
+
+    let mut path = String::with_capacity(raw_path.len());
+    for segment in &segments {
+        path.push('/');
+        path.push_str(segment);
+    }
+    if path.is_empty() || trailing_slash {
+        path.push('/');
+    }
+    Ok(Normalized { path, query })
+}
+
+fn decode_segment(raw: &str) -> Result<String, NormalizeError> {
+    let bytes = raw.as_bytes();
+    let mut out = String::with_capacity(raw.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if b != b'%' {
+            out.push(char::from(b));
+            i += 1;
+            continue;
+        }
+        let (Some(h), Some(l)) = (
+            bytes.get(i + 1).and_then(hex),
+            bytes.get(i + 2).and_then(hex),
+        ) else {
+            return Err(NormalizeError::BadEscape);
+        };
+        let decoded = h * 16 + l;
+        match decoded {
+            b'/' => return Err(NormalizeError::EncodedSlash),
+            b'\\' => return Err(NormalizeError::Backslash),
+            0 => return Err(NormalizeError::EncodedNul),
+            b if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') => {
+                out.push(char::from(b))
+            }
+            b => {
+                let _ = write!(out, "%{b:02X}");
+            }
+        }
+        i += 3;
+    }
+    Ok(out)
+}
+
+fn hex(b: &u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn path(t: &str) -> Result<String, NormalizeError> {
+        normalize(t).map(|n| n.path_and_query())
+    }
+
+    #[test]
+    fn canonical_forms() {
+        assert_eq!(path("/").unwrap(), "/");
+        assert_eq!(path("/a//b").unwrap(), "/a/b");
+        assert_eq!(path("/a/./b/../c").unwrap(), "/a/c");
+        assert_eq!(path("/%61dmin").unwrap(), "/admin");
+        assert_eq!(path("/a/%2e%2E/admin").unwrap(), "/admin");
+        assert_eq!(path("/docs/%7e1?x=%2F").unwrap(), "/docs/~1?x=%2F");
+        assert_eq!(path("/a%3bb").unwrap(), "/a%3Bb");
+        assert_eq!(path("/me/").unwrap(), "/me/");
+    }
+
+    #[test]
+    fn ambiguous_targets_are_refused() {
+        assert_eq!(path("/a%2Fb"), Err(NormalizeError::EncodedSlash));
+        assert_eq!(path("/a%5cb"), Err(NormalizeError::Backslash));
+        assert_eq!(path("/a\\b"), Err(NormalizeError::Backslash));
+        assert_eq!(path("/a%00"), Err(NormalizeError::EncodedNul));
+        assert_eq!(path("/a%zz"), Err(NormalizeError::BadEscape));
+        assert_eq!(path("/a%4"), Err(NormalizeError::BadEscape));
+        assert_eq!(path("/../etc"), Err(NormalizeError::AboveRoot));
+        assert_eq!(
+            path("/public/..;/admin"),
+            Err(NormalizeError::DotSegmentParameter)
+        );
+        assert_eq!(path("/a#frag"), Err(NormalizeError::Fragment));
+        assert_eq!(path("http://x/a"), Err(NormalizeError::NotOriginForm));
+        assert_eq!(path("*"), Err(NormalizeError::NotOriginForm));
+        assert_eq!(path("/a b"), Err(NormalizeError::BadCharacter));
+    }
+
+    proptest! {
+        #[test]
+        fn normalizing_is_idempotent_and_leaves_no_dot_segments(t in "/[a-z./%2eEfF]{0,40}") {
+            if let Ok(n) = normalize(&t) {
+                let again = normalize(&n.path).unwrap();
+                prop_assert_eq!(&again.path, &n.path);
+                prop_assert!(!n.path.split('/').any(|s| s == "." || s == ".."));
+                prop_assert!(!n.path.contains("//"));
+                prop_assert!(!n.path.to_ascii_lowercase().contains("%2f"));
+            }
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! The request as the engine sees it: borrowed parts of an HTTP request, no body, no socket.
+
+use std::net::IpAddr;
+
+use http::{HeaderMap, Method};
+
+/// A borrowed view of one request. The gateway, the tower layer and the CLI build it from
+/// whatever they hold; the engine never owns or mutates the request.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestView<'a> {
+    /// The request method.
+    pub method: &'a Method,
+    /// The request target as sent (origin form: path and optional query), not yet normalized.
+    pub target: &'a str,
+    /// The request headers as received.
+    pub headers: &'a HeaderMap,
+    /// The address of the TCP peer.
+    pub peer: IpAddr,
+}
+
+impl<'a> RequestView<'a> {
+    /// A view over the given parts.
+    #[must_use]
+    pub fn new(method: &'a Method, target: &'a str, headers: &'a HeaderMap, peer: IpAddr) -> Self {
+        Self {
+            method,
+            target,
+            headers,
+            peer,
+        }
+    }
+
+    /// Whether the client prefers an HTML page to a problem+json document.
+    ///
+    /// Only an `Accept` header that ranks `text/html` above both `application/problem+json`
+    /// and `application/json` asks for HTML; a missing header or `*/*` gets JSON.
+    #[must_use]
+    pub fn prefers_html(&self) -> bool {
+        let mut html = 0.0_f32;
+        let mut json = 0.0_f32;
+        for value in self.headers.get_all(http::header::ACCEPT) {
+            let Ok(text) = value.to_str() else { continue };
+            for item in text.split(',') {
+                let mut parts = item.split(';');
+                let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+                let q = parts
+                    .filter_map(|p| p.trim().strip_prefix("q="))
+                    .find_map(|q| q.trim().parse::<f32>().ok())
+                    .unwrap_or(1.0);
+                match media.as_str() {
+                    "text/html" | "application/xhtml+xml" => html = html.max(q),
+                    "application/problem+json" | "application/json" => json = json.max(q),
+                    _ => {}
+                }
+            }
+        }
+        html > 0.0 && html > json
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view_with_accept(accept: Option<&str>) -> bool {
+        let mut headers = HeaderMap::new();
+        if let Some(a) = accept {
+            headers.insert(
+                http::header::ACCEPT,
+                http::HeaderValue::from_str(a).unwrap(),
+            );
+        }
+        RequestView::new(&Method::GET, "/", &headers, IpAddr::from([127, 0, 0, 1])).prefers_html()
+    }
+
+    #[test]
+    fn browsers_get_html_and_api_clients_get_json() {
+        assert!(view_with_accept(Some(
+            "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+        )));
+        assert!(!view_with_accept(None));
+        assert!(!view_with_accept(Some("*/*")));
+        assert!(!view_with_accept(Some("application/json")));
+        assert!(!view_with_accept(Some(
+            "text/html;q=0.5, application/problem+json"
+        )));
+        assert!(!view_with_accept(Some("text/html;q=0")));
+    }
+}

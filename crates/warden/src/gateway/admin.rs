@@ -1,0 +1,199 @@
+//! The admin listener: health, Prometheus metrics, recent decisions and reload.
+//! Bind it to a private address; it has no authentication of its own.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use http::{Method, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use super::Shared;
+use super::body::{Body, full};
+
+pub(crate) async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop.changed() => return,
+        };
+        let Ok((stream, _)) = accepted else { continue };
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| handle(Arc::clone(&shared), req));
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+async fn handle(
+    shared: Arc<Shared>,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let path = request.uri().path().to_owned();
+    let (status, content_type, body) = match (request.method(), path.as_str()) {
+        (&Method::GET, "/healthz") => (
+            StatusCode::OK,
+            "text/plain; charset=utf-8",
+            "ok\n".to_owned(),
+        ),
+        (&Method::GET, "/metrics") => (
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            shared.metrics.render(),
+        ),
+        (&Method::GET, "/decisions/recent") => {
+            let lines = shared.log.recent();
+            (
+                StatusCode::OK,
+                "application/x-ndjson",
+                lines.join("\n") + if lines.is_empty() { "" } else { "\n" },
+            )
+        }
+        (&Method::POST, "/reload") => reload_answer(&shared).await,
+        (&Method::POST, "/revoke") => revoke_answer(&shared, request).await,
+        (_, "/reload" | "/revoke") => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain; charset=utf-8",
+            "use POST\n".to_owned(),
+        ),
+        (_, "/healthz" | "/metrics" | "/decisions/recent") => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain; charset=utf-8",
+            "use GET\n".to_owned(),
+        ),
+        _ => (
+            StatusCode::NOT_FOUND,
+            "text/plain; charset=utf-8",
+            "not found\n".to_owned(),
+        ),
+    };
+    let mut response = Response::new(full(body));
+    *response.status_mut() = status;
+    if let Ok(v) = content_type.parse() {
+        response.headers_mut().insert(header::CONTENT_TYPE, v);
+    }
+    if status == StatusCode::METHOD_NOT_ALLOWED {
+        let allow = if path == "/reload" || path == "/revoke" {
+            "POST"
+        } else {
+            "GET"
+        };
+        response
+            .headers_mut()
+            .insert(header::ALLOW, http::HeaderValue::from_static(allow));
+    }
+    Ok(response)
+}
+
+/// `POST /reload`: 200 with what was swapped in, 422 with every error (the running
+/// configuration stays), 409 when there is no file to reload.
+async fn reload_answer(shared: &Arc<Shared>) -> (StatusCode, &'static str, String) {
+    let (status, body) = match super::reload::reload(shared).await {
+        Ok(report) => (
+            StatusCode::OK,
+            json!({ "status": "reloaded", "routes": report.routes, "needs_restart": report.needs_restart }),
+        ),
+        Err(e @ super::ReloadError::NoFile) => (
+            StatusCode::CONFLICT,
+            json!({ "status": "refused", "error": e.to_string() }),
+        ),
+        Err(super::ReloadError::Invalid(errors)) => {
+            let list: Vec<_> = errors
+                .0
+                .iter()
+                .map(|e| {
+                    json!({ "file": e.file, "line": e.line, "column": e.column, "field": e.field, "message": e.message })
+                })
+                .collect();
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!({ "status": "refused", "errors": list }),
+            )
+        }
+    };
+    (status, "application/json", body.to_string())
+}
+
+/// `POST /revoke` with `{"jti": "…", "ttl": 3600}` (one token) or
+/// `{"subject": "…", "before": 1795459905, "ttl": 86400}` (every token of a subject issued
+/// before a time; `before` defaults to now). `ttl` is how long to remember it, at least the
+/// longest token lifetime; it defaults to a day.
+async fn revoke_answer(
+    shared: &Arc<Shared>,
+    request: Request<Incoming>,
+) -> (StatusCode, &'static str, String) {
+    use http_body_util::BodyExt;
+    const MAX_BODY: usize = 4096;
+    let bad = |message: &str| {
+        (
+            StatusCode::BAD_REQUEST,
+            "application/json",
+            json!({ "error": message }).to_string(),
+        )
+    };
+    let body = match http_body_util::Limited::new(request.into_body(), MAX_BODY)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return bad("the body is unreadable or larger than 4 KiB"),
+    };
+    let Ok(serde_json::Value::Object(fields)) = serde_json::from_slice::<serde_json::Value>(&body)
+    else {
+        return bad("expected a JSON object");
+    };
+    let ttl = fields
+        .get("ttl")
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(86_400);
+    let revocation = match (
+        fields.get("jti").and_then(|v| v.as_str()),
+        fields.get("subject").and_then(|v| v.as_str()),
+    ) {
+        (Some(jti), None) if !jti.is_empty() => crate::state::Revocation::Token {
+            jti: jti.to_owned(),
+            ttl_secs: ttl,
+        },
+        (None, Some(subject)) if !subject.is_empty() => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let before = fields
+                .get("before")
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(now.saturating_add(1));
+            crate::state::Revocation::Subject {
+                subject: subject.to_owned(),
+                before,
+                ttl_secs: ttl,
+            }
+        }
+        _ => return bad("give exactly one of `jti` and `subject`"),
+    };
+    match shared.store.load_full().revoke(&revocation).await {
+        Ok(()) => {
+            tracing::info!(?revocation, "revoked");
+            (
+                StatusCode::OK,
+                "application/json",
+                json!({ "status": "revoked" }).to_string(),
+            )
+        }
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "application/json",
+            json!({ "error": e.to_string() }).to_string(),
+        ),
+    }
+}

@@ -1,0 +1,208 @@
+//! The gateway: a reverse proxy on tokio and hyper that runs the engine on every request.
+//!
+//! Phases of one request, each a function of its own in [`proxy`]: build the request view,
+//! decide, answer a refusal (rendered by `warden_core::response`), or forward and relay.
+
+mod admin;
+mod body;
+mod decide;
+mod jwks;
+mod proxy;
+pub mod reload;
+mod upstream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use warden_core::{Config, Engine};
+
+use crate::decision_log::DecisionLog;
+use crate::metrics::Metrics;
+
+pub use self::jwks::JwksRefresher;
+pub use self::reload::{ReloadError, ReloadReport};
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener could not bind.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The decision log could not be opened.
+    #[error("cannot open the decision log: {0}")]
+    DecisionLog(std::io::Error),
+    /// Metrics could not be registered.
+    #[error("cannot register metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// Where a gateway listens, overriding the configuration.
+#[derive(Debug, Clone, Default)]
+pub struct Listeners {
+    /// The proxy listener; the configuration's when `None`.
+    pub proxy: Option<SocketAddr>,
+    /// The admin listener; the configuration's when `None`.
+    pub admin: Option<SocketAddr>,
+}
+
+/// What every connection shares.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub engine: ArcSwap<Engine>,
+    /// Rebuilt on reload, so new timeouts apply; requests in flight keep the old pool.
+    pub upstream: ArcSwap<upstream::UpstreamClient>,
+    /// Counters, bans and revocations; replaced on reload only when its settings change.
+    pub store: ArcSwap<crate::state::Store>,
+    /// The file a reload reads; `None` for a configuration not read from a file (the demo).
+    pub config_path: Option<std::path::PathBuf>,
+    pub log: DecisionLog,
+    pub metrics: Arc<Metrics>,
+    pub jwks: JwksRefresher,
+}
+
+/// A running gateway.
+#[derive(Debug)]
+pub struct Gateway {
+    /// The proxy's bound address.
+    pub proxy_addr: SocketAddr,
+    /// The admin listener's bound address, if any.
+    pub admin_addr: Option<SocketAddr>,
+    shared: Arc<Shared>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Gateway {
+    /// Bind the listeners and start serving `config`.
+    ///
+    /// # Errors
+    /// When a listener cannot bind or the decision log cannot be opened.
+    pub async fn start(config: Config, listeners: Listeners) -> Result<Self, StartError> {
+        let metrics = Arc::new(Metrics::new()?);
+        let log = DecisionLog::start(&config.log.target, config.log.allowed, Arc::clone(&metrics))
+            .map_err(StartError::DecisionLog)?;
+        let proxy_addr = listeners.proxy.unwrap_or(config.gateway.listen);
+        let admin_addr = listeners.admin.or(config.gateway.admin_listen);
+        let upstream = upstream::UpstreamClient::new(&config.gateway);
+        let jwks = JwksRefresher::new(Arc::clone(&metrics));
+        let config_path = config.origin.is_file().then(|| config.origin.clone());
+        let store = crate::state::Store::new(&config.state);
+        let engine = Engine::new(config);
+        jwks.fetch_all(&engine).await;
+        let shared = Arc::new(Shared {
+            engine: ArcSwap::from_pointee(engine),
+            upstream: ArcSwap::from_pointee(upstream),
+            store: ArcSwap::from_pointee(store),
+            config_path,
+            log,
+            metrics,
+            jwks,
+        });
+
+        let (shutdown, stop) = watch::channel(false);
+        let proxy_listener =
+            TcpListener::bind(proxy_addr)
+                .await
+                .map_err(|source| StartError::Bind {
+                    addr: proxy_addr,
+                    source,
+                })?;
+        let proxy_addr = proxy_listener
+            .local_addr()
+            .map_err(|source| StartError::Bind {
+                addr: proxy_addr,
+                source,
+            })?;
+        let mut tasks = vec![tokio::spawn(serve_proxy(
+            proxy_listener,
+            Arc::clone(&shared),
+            stop.clone(),
+        ))];
+
+        let admin_addr = match admin_addr {
+            Some(addr) => {
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartError::Bind { addr, source })?;
+                let bound = listener
+                    .local_addr()
+                    .map_err(|source| StartError::Bind { addr, source })?;
+                tasks.push(tokio::spawn(admin::serve(
+                    listener,
+                    Arc::clone(&shared),
+                    stop.clone(),
+                )));
+                Some(bound)
+            }
+            None => None,
+        };
+        tasks.push(tokio::spawn(jwks::refresh_loop(Arc::clone(&shared), stop)));
+        tracing::info!(%proxy_addr, admin = ?admin_addr, "warden is serving");
+        Ok(Self {
+            proxy_addr,
+            admin_addr,
+            shared,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// Read the configuration file again and swap it in whole; see [`reload`].
+    ///
+    /// # Errors
+    /// When there is no file to read or the new configuration is invalid; the running
+    /// configuration then stays in force.
+    pub async fn reload(&self) -> Result<ReloadReport, ReloadError> {
+        reload::reload(&self.shared).await
+    }
+
+    /// Stop accepting connections and end the gateway's tasks.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+async fn serve_proxy(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop.changed() => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                proxy::handle(Arc::clone(&shared), peer, req)
+            });
+            let conn = http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .keep_alive(true)
+                .header_read_timeout(std::time::Duration::from_secs(30))
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, %peer, "connection ended with an error");
+            }
+        });
+    }
+}

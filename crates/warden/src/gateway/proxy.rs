@@ -1,0 +1,214 @@
+//! One request through the gateway: view → decide → refuse or forward → log.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use warden_core::decision::{Allow, TokenProblem, Verbosity};
+use warden_core::response::{self, Branding};
+use warden_core::{Decision, Engine, Reason, RequestView, Verdict};
+
+use super::Shared;
+use super::body::{Body, from_rendered};
+use super::upstream::{self, UpstreamFailure};
+use crate::decision_log::RequestFacts;
+
+/// Handle one request. Never fails: every error is an answer.
+pub(crate) async fn handle(
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let at = SystemTime::now();
+    let engine = shared.engine.load_full();
+    let (parts, body) = request.into_parts();
+    let target = parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| parts.uri.path(), |pq| pq.as_str())
+        .to_owned();
+    let view = RequestView::new(&parts.method, &target, &parts.headers, peer.ip());
+    let html = view.prefers_html();
+
+    let mut decision = super::decide::decide(&shared, &engine, &view, at).await;
+    if matches!(
+        decision.reason(),
+        Some(Reason::InvalidToken(TokenProblem::UnknownKey))
+    ) && shared.jwks.refresh_on_unknown_key(&engine).await
+    {
+        // The key set changed: the token may be signed by a key published since.
+        decision = super::decide::decide(&shared, &engine, &view, SystemTime::now()).await;
+    }
+    shared
+        .metrics
+        .decision_seconds
+        .observe(decision.elapsed.as_secs_f64());
+
+    let method = parts.method.clone();
+    let branding = Branding::from(engine.config());
+    let mut response = match &decision.verdict {
+        Verdict::Deny(deny) => {
+            from_rendered(response::render_deny(decision.id, deny, branding, html))
+        }
+        Verdict::Allow(allow) => {
+            forward(
+                &shared,
+                &engine,
+                &decision,
+                allow,
+                Request::from_parts(parts, body),
+                html,
+            )
+            .await
+        }
+    };
+    for (name, value) in response::rate_limit_headers(&decision.limits) {
+        response.headers_mut().insert(name, value);
+    }
+    count_refusal(&shared, &engine, &decision);
+    let facts = RequestFacts {
+        client: decision.client,
+        method: &method,
+        target: &target,
+        at,
+    };
+    finish(&shared, &decision, facts, response)
+}
+
+/// Count a 401 or 403 towards the client's ban, off the request path.
+fn count_refusal(shared: &Arc<Shared>, engine: &Engine, decision: &Decision) {
+    let (Some(policy), Some(reason)) = (engine.config().bans, decision.reason()) else {
+        return;
+    };
+    if !matches!(
+        reason.status(),
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+    ) {
+        return;
+    }
+    let (shared, client) = (Arc::clone(shared), decision.client);
+    tokio::spawn(async move {
+        let store = shared.store.load_full();
+        match store.record_failure(client, &policy).await {
+            Ok(true) => {
+                shared.metrics.bans.inc();
+                tracing::warn!(%client, failures = policy.failures, "client banned after repeated refusals");
+            }
+            Ok(false) => {}
+            Err(e) => {
+                shared.metrics.state_unavailable.inc();
+                tracing::warn!(%client, error = %e, "could not count a refusal towards a ban");
+            }
+        }
+    });
+}
+
+fn finish(
+    shared: &Shared,
+    decision: &Decision,
+    facts: RequestFacts<'_>,
+    response: Response<Body>,
+) -> Result<Response<Body>, Infallible> {
+    let status = response.status();
+    let outcome = if decision.is_allowed() {
+        "allow"
+    } else {
+        "deny"
+    };
+    let reason = decision.reason().map_or("", Reason::code);
+    shared
+        .metrics
+        .decisions
+        .with_label_values(&[outcome, status.as_str(), decision.stage.as_str(), reason])
+        .inc();
+    if let Some(Reason::PolicyError { errors }) = decision.reason() {
+        tracing::error!(decision_id = %decision.id, route = decision.route.as_deref(), ?errors, "policy evaluation failed; denied");
+    }
+    if let Some(shadow) = &decision.shadow {
+        let verdict = |allowed: bool| if allowed { "allow" } else { "deny" };
+        shared
+            .metrics
+            .shadow_disagreements
+            .with_label_values(&[
+                decision.route.as_deref().unwrap_or(""),
+                verdict(shadow.active_allowed),
+                verdict(shadow.shadow_allowed),
+            ])
+            .inc();
+    }
+    shared.log.record(decision, facts, status.as_u16());
+    Ok(response)
+}
+
+async fn forward(
+    shared: &Shared,
+    engine: &Engine,
+    decision: &Decision,
+    allow: &Allow,
+    mut request: Request<Incoming>,
+    html: bool,
+) -> Response<Body> {
+    let branding = Branding::from(engine.config());
+    let failure = |reason: Reason| {
+        from_rendered(response::render_reason(
+            decision.id,
+            &reason,
+            &[],
+            Verbosity::Public,
+            branding,
+            html,
+        ))
+    };
+    let Some(target) = engine.config().upstreams.get(&allow.upstream) else {
+        return failure(Reason::UpstreamUnavailable);
+    };
+    let Ok(uri) = upstream::upstream_uri(target, &allow.path_and_query) else {
+        return failure(Reason::UpstreamUnavailable);
+    };
+    let host = uri.authority().map(|a| a.as_str().to_owned());
+    upstream::prepare_request_headers(
+        request.headers_mut(),
+        &allow.headers,
+        decision.client,
+        host.as_deref(),
+    );
+    *request.uri_mut() = uri;
+    *request.version_mut() = http::Version::HTTP_11;
+
+    let client = shared.upstream.load_full();
+    match client.send(request).await {
+        Ok(mut response) => {
+            if allow.concealed && response.status() == StatusCode::NOT_FOUND {
+                // The upstream's own 404 would differ from warden's: send the canonical one.
+                return from_rendered(response::not_found(decision.id, branding, html));
+            }
+            upstream::strip_hop_by_hop(response.headers_mut());
+            response
+                .headers_mut()
+                .remove(http::header::TRANSFER_ENCODING);
+            response.map(BodyExt::boxed)
+        }
+        Err(UpstreamFailure::Timeout) => {
+            shared
+                .metrics
+                .upstream_errors
+                .with_label_values(&["timeout"])
+                .inc();
+            tracing::warn!(decision_id = %decision.id, upstream = %allow.upstream, "upstream timed out");
+            failure(Reason::UpstreamTimeout)
+        }
+        Err(UpstreamFailure::Unavailable(kind)) => {
+            shared
+                .metrics
+                .upstream_errors
+                .with_label_values(&[kind])
+                .inc();
+            tracing::warn!(decision_id = %decision.id, upstream = %allow.upstream, kind, "upstream unavailable");
+            failure(Reason::UpstreamUnavailable)
+        }
+    }
+}

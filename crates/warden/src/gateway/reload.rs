@@ -1,0 +1,83 @@
+//! Reloading: the whole configuration is read and checked again, its key sets fetched, and
+//! only then swapped in, atomically. An invalid file is refused and logged; the running
+//! configuration keeps serving.
+//!
+//! Listener addresses and the decision log target are fixed at start; a reload that changes
+//! them is applied for everything else and says so in the log.
+
+use std::sync::Arc;
+
+use warden_core::{Config, ConfigErrors, Engine};
+
+use super::Shared;
+use super::upstream::UpstreamClient;
+
+/// What a successful reload swapped in.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReloadReport {
+    /// Routes in the new configuration.
+    pub routes: usize,
+    /// Settings that changed but only take effect on restart.
+    pub needs_restart: Vec<&'static str>,
+}
+
+/// Why a reload was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The running configuration was not read from a file.
+    #[error("the running configuration was not read from a file; there is nothing to reload")]
+    NoFile,
+    /// The new configuration is invalid.
+    #[error("{0}")]
+    Invalid(ConfigErrors),
+}
+
+pub(crate) async fn reload(shared: &Arc<Shared>) -> Result<ReloadReport, ReloadError> {
+    let Some(path) = &shared.config_path else {
+        return Err(ReloadError::NoFile);
+    };
+    let config = match Config::load(path) {
+        Ok(config) => config,
+        Err(errors) => {
+            shared.metrics.reloads.with_label_values(&["refused"]).inc();
+            tracing::error!(file = %path.display(), %errors, "configuration reload refused; the running configuration stays");
+            return Err(ReloadError::Invalid(errors));
+        }
+    };
+    let old = shared.engine.load_full();
+    let mut needs_restart = Vec::new();
+    if config.gateway.listen != old.config().gateway.listen {
+        needs_restart.push("gateway.listen");
+    }
+    if config.gateway.admin_listen != old.config().gateway.admin_listen {
+        needs_restart.push("gateway.admin_listen");
+    }
+    if config.log.target != old.config().log.target
+        || config.log.allowed != old.config().log.allowed
+    {
+        needs_restart.push("log");
+    }
+    let upstream = UpstreamClient::new(&config.gateway);
+    // Counters survive a reload unless the backend itself changed.
+    let store =
+        (config.state != old.config().state).then(|| crate::state::Store::new(&config.state));
+    let engine = Engine::new(config);
+    shared.jwks.fetch_all(&engine).await;
+    let routes = engine.config().routes().len();
+    shared.upstream.store(Arc::new(upstream));
+    if let Some(store) = store {
+        tracing::info!("state backend settings changed; counters start afresh");
+        shared.store.store(Arc::new(store));
+    }
+    shared.engine.store(Arc::new(engine));
+    shared.metrics.reloads.with_label_values(&["ok"]).inc();
+    if needs_restart.is_empty() {
+        tracing::info!(file = %path.display(), routes, "configuration reloaded");
+    } else {
+        tracing::warn!(file = %path.display(), routes, ?needs_restart, "configuration reloaded; some changes apply only after a restart");
+    }
+    Ok(ReloadReport {
+        routes,
+        needs_restart,
+    })
+}

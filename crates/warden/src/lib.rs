@@ -1,0 +1,23 @@
+//! warden: the gateway, the demo and the command line around `warden-core`.
+//!
+//! - [`gateway`]: the reverse proxy, the admin listener and JWKS refresh.
+//! - [`decision_log`]: one JSON line per decision.
+//! - [`demo`]: the embedded demo that `warden serve` runs with no configuration.
+//! - [`cli`]: the commands.
+
+pub mod cases;
+pub mod cli;
+pub mod decision_log;
+pub mod demo;
+pub mod explain;
+pub mod gateway;
+pub mod metrics;
+pub mod probe;
+pub mod state;
+pub mod token;
+
+/// Install the TLS crypto provider (ring) for outbound HTTPS, such as JWKS fetches.
+/// Idempotent; the first provider installed in a process stays.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

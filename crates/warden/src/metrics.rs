@@ -1,0 +1,121 @@
+//! Prometheus metrics, served by the admin listener.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
+};
+
+/// Every metric warden exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Decisions by outcome, status, stage and reason code.
+    pub decisions: IntCounterVec,
+    /// Time taken by the decision engine.
+    pub decision_seconds: Histogram,
+    /// Upstream failures by kind (`connect`, `timeout`, `protocol`).
+    pub upstream_errors: IntCounterVec,
+    /// Decision log lines dropped because the writer fell behind.
+    pub decision_log_dropped: IntCounter,
+    /// JWKS fetches by source and result.
+    pub jwks_fetches: IntCounterVec,
+    /// Configuration reloads by result (`ok`, `refused`).
+    pub reloads: IntCounterVec,
+    /// Requests on which the shadow policies disagreed with the active ones.
+    pub shadow_disagreements: IntCounterVec,
+    /// State checks the backend could not answer.
+    pub state_unavailable: IntCounter,
+    /// Clients banned after bursts of refusals.
+    pub bans: IntCounter,
+}
+
+impl Metrics {
+    /// A fresh registry with every metric registered.
+    ///
+    /// # Errors
+    /// Only if two metrics were given the same name (a programming error caught by tests).
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let decisions = IntCounterVec::new(
+            Opts::new(
+                "warden_decisions_total",
+                "Decisions by outcome, status, stage and reason",
+            ),
+            &["outcome", "status", "stage", "reason"],
+        )?;
+        let decision_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "warden_decision_seconds",
+                "Time taken by the decision engine",
+            )
+            .buckets(vec![
+                1e-6, 5e-6, 1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 5e-2,
+            ]),
+        )?;
+        let upstream_errors = IntCounterVec::new(
+            Opts::new("warden_upstream_errors_total", "Upstream failures by kind"),
+            &["kind"],
+        )?;
+        let decision_log_dropped = IntCounter::new(
+            "warden_decision_log_dropped_total",
+            "Decision log lines dropped (writer behind)",
+        )?;
+        let jwks_fetches = IntCounterVec::new(
+            Opts::new(
+                "warden_jwks_fetches_total",
+                "JWKS fetches by source and result",
+            ),
+            &["source", "result"],
+        )?;
+        let reloads = IntCounterVec::new(
+            Opts::new(
+                "warden_config_reloads_total",
+                "Configuration reloads by result",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(reloads.clone()))?;
+        let shadow_disagreements = IntCounterVec::new(
+            Opts::new(
+                "warden_shadow_disagreements_total",
+                "Requests where shadow policies disagreed with the active ones",
+            ),
+            &["route", "active", "candidate"],
+        )?;
+        registry.register(Box::new(shadow_disagreements.clone()))?;
+        let state_unavailable = IntCounter::new(
+            "warden_state_unavailable_total",
+            "State checks the backend (memory or Redis) could not answer",
+        )?;
+        registry.register(Box::new(state_unavailable.clone()))?;
+        let bans = IntCounter::new(
+            "warden_bans_total",
+            "Clients banned after bursts of refusals",
+        )?;
+        registry.register(Box::new(bans.clone()))?;
+        registry.register(Box::new(decisions.clone()))?;
+        registry.register(Box::new(decision_seconds.clone()))?;
+        registry.register(Box::new(upstream_errors.clone()))?;
+        registry.register(Box::new(decision_log_dropped.clone()))?;
+        registry.register(Box::new(jwks_fetches.clone()))?;
+        Ok(Self {
+            registry,
+            decisions,
+            decision_seconds,
+            upstream_errors,
+            decision_log_dropped,
+            jwks_fetches,
+            reloads,
+            shadow_disagreements,
+            state_unavailable,
+            bans,
+        })
+    }
+
+    /// The Prometheus text exposition of every metric.
+    #[must_use]
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}

@@ -1,0 +1,23 @@
+//! The gateway's integration tests, in one binary (one link, one process): each module starts
+//! real gateways, upstreams and peers on loopback and talks to them over real sockets.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+mod authentication;
+mod authorization;
+mod cli;
+mod demo;
+mod gateway;
+mod hygiene;
+mod limits;
+mod network;
+mod probe;
+mod redis_backend;
+mod reload;
+mod shadow;
