@@ -22,8 +22,14 @@ pub enum Stage {
     RateLimit,
     /// Method and path template to route.
     Route,
+    /// Body limits and the WAF.
+    Hygiene,
+    /// CORS preflights.
+    Cors,
     /// Credentials to a verified identity.
     Authenticate,
+    /// Cross-site request forgery checks on cookie-authenticated unsafe requests.
+    Csrf,
     /// Identity against the route's requirements.
     Authorize,
     /// The request is allowed and goes to the upstream.
@@ -39,7 +45,10 @@ impl Stage {
             Self::Network => "network",
             Self::RateLimit => "rate_limit",
             Self::Route => "route",
+            Self::Hygiene => "hygiene",
+            Self::Cors => "cors",
             Self::Authenticate => "authenticate",
+            Self::Csrf => "csrf",
             Self::Authorize => "authorize",
             Self::Forward => "forward",
         }
@@ -211,6 +220,23 @@ pub enum Reason {
     UpstreamUnavailable,
     /// The upstream did not answer in time (a gateway answer, not a decision).
     UpstreamTimeout,
+    /// The body is larger than the route allows (413).
+    BodyTooLarge {
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// The WAF found an attack (403; the rule goes to the log only).
+    WafBlocked(crate::hygiene::Detection),
+    /// A cookie-authenticated unsafe request failed the CSRF checks (403).
+    CsrfRejected {
+        /// Why (log only).
+        detail: &'static str,
+    },
+    /// A CORS preflight was refused (403, no CORS headers).
+    CorsRejected {
+        /// Why (log only).
+        detail: &'static str,
+    },
 }
 
 impl Reason {
@@ -231,7 +257,11 @@ impl Reason {
             | Self::InsufficientScope { .. }
             | Self::PolicyForbids { .. }
             | Self::NoPolicyPermits
-            | Self::PolicyError { .. } => StatusCode::FORBIDDEN,
+            | Self::PolicyError { .. }
+            | Self::WafBlocked(_)
+            | Self::CsrfRejected { .. }
+            | Self::CorsRejected { .. } => StatusCode::FORBIDDEN,
+            Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::GeoDenied {
                 blocked_by: Some(_),
                 ..
@@ -263,6 +293,10 @@ impl Reason {
             | Self::NoPolicyPermits
             | Self::PolicyError { .. } => "forbidden",
             Self::InsufficientScope { .. } => "insufficient_scope",
+            Self::BodyTooLarge { .. } => "content_too_large",
+            Self::WafBlocked(_) => "request_rejected",
+            Self::CsrfRejected { .. } => "csrf_rejected",
+            Self::CorsRejected { .. } => "cors_rejected",
             Self::GeoDenied {
                 blocked_by: Some(_),
                 ..
@@ -282,9 +316,12 @@ impl Reason {
     #[must_use]
     pub fn log_detail(&self) -> String {
         match self {
-            Self::MalformedRequest { detail } | Self::MalformedCredentials { detail } => {
-                (*detail).to_owned()
-            }
+            Self::MalformedRequest { detail }
+            | Self::MalformedCredentials { detail }
+            | Self::CsrfRejected { detail }
+            | Self::CorsRejected { detail } => (*detail).to_owned(),
+            Self::BodyTooLarge { limit } => format!("body larger than {limit} bytes"),
+            Self::WafBlocked(detection) => detection.describe(),
             Self::InvalidToken(problem) => problem.as_str().to_owned(),
             Self::MissingRole { needed, held } => {
                 format!(
@@ -441,6 +478,9 @@ pub enum Verdict {
     Allow(Allow),
     /// Answer with a refusal.
     Deny(Deny),
+    /// Answer a CORS preflight (204 with the grant in [`Decision::cors`]); nothing is
+    /// forwarded.
+    Preflight,
 }
 
 /// One decision of the engine.
@@ -466,6 +506,10 @@ pub struct Decision {
     pub limits: Vec<crate::limit::Applied>,
     /// The state backend could not answer and the fail mode let the request through.
     pub state_unavailable: bool,
+    /// WAF findings of a detect-only route (logged, not enforced).
+    pub detections: Vec<crate::hygiene::Detection>,
+    /// CORS headers to add to whatever answers the request (an allowed origin only).
+    pub cors: Option<crate::hygiene::CorsGrant>,
 }
 
 impl Decision {
@@ -480,7 +524,7 @@ impl Decision {
     pub fn reason(&self) -> Option<&Reason> {
         match &self.verdict {
             Verdict::Deny(deny) => Some(&deny.reason),
-            Verdict::Allow(_) => None,
+            Verdict::Allow(_) | Verdict::Preflight => None,
         }
     }
 
@@ -490,6 +534,7 @@ impl Decision {
         match &self.verdict {
             Verdict::Allow(allow) => allow.identity.as_ref(),
             Verdict::Deny(deny) => deny.identity.as_ref(),
+            Verdict::Preflight => None,
         }
     }
 
@@ -498,6 +543,7 @@ impl Decision {
     pub fn status(&self) -> StatusCode {
         match &self.verdict {
             Verdict::Allow(_) => StatusCode::OK,
+            Verdict::Preflight => StatusCode::NO_CONTENT,
             Verdict::Deny(deny) if deny.concealed => StatusCode::NOT_FOUND,
             Verdict::Deny(deny) => deny.reason.status(),
         }

@@ -29,6 +29,7 @@ pub mod auth;
 mod authz;
 pub mod config;
 pub mod decision;
+pub mod hygiene;
 pub mod identity;
 pub mod limit;
 pub mod network;
@@ -102,6 +103,37 @@ impl Engine {
         self.step(request, &mut run, Some(answers), pending.resume)
     }
 
+    /// What the driver must do with the request's body before deciding: the limit to
+    /// enforce while streaming it, and whether to read it for the WAF first.
+    #[must_use]
+    pub fn body_plan(&self, request: &RequestView<'_>) -> hygiene::BodyPlan {
+        let settings = &self.config.hygiene;
+        let route = normalize::normalize(request.target)
+            .ok()
+            .map(|mut target| {
+                pipeline::apply_path_policies(settings, &mut target);
+                target
+            })
+            .and_then(
+                |target| match self.config.router.at(request.method, &target.path) {
+                    route::RouteMatch::Found(_, route, _) => Some(route),
+                    _ => None,
+                },
+            );
+        let Some(route) = route else {
+            // Refused before the body matters (400, 404, 405).
+            return hygiene::BodyPlan {
+                max: settings.max_body,
+                inspect: None,
+            };
+        };
+        let mode = route.hygiene.waf.unwrap_or(settings.waf);
+        hygiene::BodyPlan {
+            max: route.hygiene.max_body.unwrap_or(settings.max_body),
+            inspect: (mode != hygiene::WafMode::Off).then_some(settings.waf_body_limit),
+        }
+    }
+
     /// A refusal for a request the driver could not finish deciding (the state backend or
     /// the runtime failed): 503, never an allow.
     #[must_use]
@@ -160,6 +192,8 @@ impl Engine {
             pipeline::Progress::Need { checks, resume } => {
                 run.client = opts.client;
                 run.state_unavailable |= opts.state_unavailable;
+                run.detections = std::mem::take(&mut opts.detections);
+                run.cors = opts.cors.take();
                 Progress::NeedsState(Pending {
                     checks,
                     resume,
@@ -180,6 +214,8 @@ struct Run {
     stateful: bool,
     client: std::net::IpAddr,
     state_unavailable: bool,
+    detections: Vec<hygiene::Detection>,
+    cors: Option<hygiene::CorsGrant>,
 }
 
 impl Run {
@@ -200,6 +236,8 @@ impl Run {
             stateful,
             client: request.peer,
             state_unavailable: false,
+            detections: Vec::new(),
+            cors: None,
         }
     }
 
@@ -218,10 +256,15 @@ impl Run {
             stateful: self.stateful,
             answers,
             state_unavailable: self.state_unavailable,
+            detections: std::mem::take(&mut self.detections),
+            cors: self.cors.take(),
         }
     }
 
     fn decision(&self, outcome: pipeline::Outcome, opts: &pipeline::RunOptions<'_>) -> Decision {
+        // A refusal on a concealed route must be byte-identical to an unknown path's 404:
+        // no CORS headers there.
+        let concealed = matches!(&outcome.verdict, Verdict::Deny(d) if d.concealed);
         Decision {
             id: self.id,
             stage: outcome.stage,
@@ -233,6 +276,8 @@ impl Run {
             client: opts.client,
             limits: outcome.limits,
             state_unavailable: opts.state_unavailable,
+            detections: opts.detections.clone(),
+            cors: if concealed { None } else { opts.cors.clone() },
         }
     }
 }
@@ -303,7 +348,16 @@ fn hint(reason: &Reason) -> Option<String> {
         Reason::PolicyError { .. } => {
             "fix the policy or the attributes it reads (see the errors)".to_owned()
         }
-        Reason::PolicyForbids { .. }
+        Reason::BodyTooLarge { limit } => format!("send a body of at most {limit} bytes"),
+        Reason::CsrfRejected { .. } => {
+            "send the request from the site itself (same-origin Origin or Sec-Fetch-Site)"
+                .to_owned()
+        }
+        Reason::CorsRejected { .. } => {
+            "add the origin, method or header to the CORS configuration".to_owned()
+        }
+        Reason::WafBlocked(_)
+        | Reason::PolicyForbids { .. }
         | Reason::NoPolicyPermits
         | Reason::UpstreamUnavailable
         | Reason::UpstreamTimeout => {

@@ -113,6 +113,10 @@ pub(crate) struct RunOptions<'t> {
     pub answers: Option<Result<Vec<StateAnswer>, StateUnavailable>>,
     /// The backend could not answer and the fail mode let the request through.
     pub state_unavailable: bool,
+    /// WAF findings on a detect-only route.
+    pub detections: Vec<crate::hygiene::Detection>,
+    /// CORS headers for the answer, when the origin is allowed.
+    pub cors: Option<crate::hygiene::CorsGrant>,
 }
 
 impl RunOptions<'_> {
@@ -210,6 +214,9 @@ pub(crate) fn run(
                 Ok(identity) => identity,
                 Err(outcome) => return Progress::Done(*outcome),
             };
+            if let Err(outcome) = csrf(config, route, request, identity.as_ref(), opts) {
+                return Progress::Done(*outcome);
+            }
             if opts.stateful {
                 let checks = post_identity_checks(config, &front, route, identity.as_ref());
                 if !checks.is_empty() {
@@ -345,7 +352,7 @@ fn front_stages(
             Reason::MalformedRequest { detail },
         )));
     }
-    let target = match normalize(request.target) {
+    let mut target = match normalize(request.target) {
         Ok(t) => t,
         Err(e) => {
             opts.note(Stage::Normalize, false, || e.detail().to_owned());
@@ -356,6 +363,7 @@ fn front_stages(
             )));
         }
     };
+    apply_path_policies(&config.hygiene, &mut target);
     opts.note(Stage::Normalize, true, || {
         format!("canonical path {}", target.path)
     });
@@ -403,8 +411,46 @@ fn front_stages(
         }
     });
 
-    // 4. route
-    let (index, route, params) = match config.router.at(request.method, &target.path) {
+    // 4. route; a CORS preflight is routed by the method it asks for.
+    let mut preflight_method = config
+        .hygiene
+        .cors
+        .as_ref()
+        .filter(|_| crate::hygiene::cors::is_preflight(request.method, request.headers))
+        .and_then(|_| {
+            request
+                .headers
+                .get(http::header::ACCESS_CONTROL_REQUEST_METHOD)
+        })
+        .and_then(|v| http::Method::from_bytes(v.as_bytes()).ok());
+    let mut routed = config.router.at(
+        preflight_method.as_ref().unwrap_or(request.method),
+        &target.path,
+    );
+    if preflight_method.is_some() {
+        match &routed {
+            RouteMatch::Found(_, r, _) if r.hygiene.cors && !r.concealed => {}
+            RouteMatch::WrongMethod {
+                concealed: false, ..
+            } => {
+                let detail = "the requested method is not allowed";
+                opts.note(Stage::Cors, false, || {
+                    format!("preflight refused: {detail}")
+                });
+                return Err(Box::new(deny(
+                    Stage::Cors,
+                    None,
+                    Reason::CorsRejected { detail },
+                )));
+            }
+            // Not a CORS resource (or a concealed one): answered as any OPTIONS request.
+            _ => {
+                preflight_method = None;
+                routed = config.router.at(request.method, &target.path);
+            }
+        }
+    }
+    let (index, route, params) = match routed {
         RouteMatch::Found(index, route, params) => (index, route, params),
         RouteMatch::NotFound => {
             opts.note(Stage::Route, false, || "no route has this path".to_owned());
@@ -446,6 +492,22 @@ fn front_stages(
         )));
     }
 
+    if let Some(cors) = config
+        .hygiene
+        .cors
+        .as_ref()
+        .filter(|_| route.hygiene.cors && !route.concealed)
+    {
+        if preflight_method.is_some() {
+            return Err(Box::new(preflight(
+                config, cors, route, request, &target, opts,
+            )));
+        }
+        opts.cors = cors.actual(request.headers);
+    }
+
+    hygiene(config, route, request, &target, opts)?;
+
     Ok(Front {
         target,
         client,
@@ -453,6 +515,177 @@ fn front_stages(
         params,
         applied: Vec::new(),
     })
+}
+
+/// The configured case and trailing-slash policies, applied to the canonical path (which is
+/// then both routed and forwarded).
+pub(crate) fn apply_path_policies(
+    settings: &crate::hygiene::HygieneSettings,
+    target: &mut Normalized,
+) {
+    use crate::hygiene::{PathCase, TrailingSlash};
+    if settings.trailing_slash == TrailingSlash::Ignore && target.path.len() > 1 {
+        while target.path.len() > 1 && target.path.ends_with('/') {
+            target.path.pop();
+        }
+    }
+    if settings.path_case == PathCase::Insensitive {
+        target.path.make_ascii_lowercase();
+    }
+}
+
+/// A CORS preflight for a route that accepts the requested method: granted from the
+/// configuration, or refused with 403 and no CORS headers.
+fn preflight(
+    config: &Config,
+    cors: &Arc<crate::hygiene::CorsSettings>,
+    route: &Route,
+    request: &RequestView<'_>,
+    target: &Normalized,
+    opts: &mut RunOptions<'_>,
+) -> Outcome {
+    // The methods of every route at this path, as a 405 would list them.
+    let path_methods = match config.router.at(&http::Method::OPTIONS, &target.path) {
+        RouteMatch::WrongMethod { allow, .. } => allow,
+        _ => route.methods.clone(),
+    };
+    match cors.preflight(request.headers, &path_methods) {
+        Ok(grant) => {
+            opts.note(Stage::Cors, true, || {
+                format!("preflight from {:?} granted", grant.origin)
+            });
+            opts.cors = Some(grant);
+            Outcome {
+                stage: Stage::Cors,
+                route: Some(Arc::clone(&route.name)),
+                verdict: Verdict::Preflight,
+                policies: Vec::new(),
+                shadow: None,
+                limits: Vec::new(),
+            }
+        }
+        Err(detail) => {
+            opts.note(Stage::Cors, false, || {
+                format!("preflight refused: {detail}")
+            });
+            deny(Stage::Cors, Some(route), Reason::CorsRejected { detail })
+        }
+    }
+}
+
+/// Body limit and the WAF pass.
+fn hygiene(
+    config: &Config,
+    route: &Route,
+    request: &RequestView<'_>,
+    target: &Normalized,
+    opts: &mut RunOptions<'_>,
+) -> Result<(), Box<Outcome>> {
+    use crate::hygiene::WafMode;
+    use crate::request::BodyView;
+    let settings = &config.hygiene;
+    let limit = route.hygiene.max_body.unwrap_or(settings.max_body);
+    let declared = request
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        opts.note(Stage::Hygiene, false, || {
+            format!("Content-Length above the limit of {limit} bytes")
+        });
+        return Err(Box::new(deny(
+            Stage::Hygiene,
+            Some(route),
+            Reason::BodyTooLarge { limit },
+        )));
+    }
+    let mode = route.hygiene.waf.unwrap_or(settings.waf);
+    if mode == WafMode::Off {
+        return Ok(());
+    }
+    let body = match request.body {
+        BodyView::Complete(bytes) => Some(bytes),
+        BodyView::NotRead => None,
+        BodyView::TooLarge if mode == WafMode::On => {
+            let limit = u64::try_from(settings.waf_body_limit).unwrap_or(u64::MAX);
+            opts.note(Stage::Hygiene, false, || {
+                format!("body above the WAF's inspection limit of {limit} bytes")
+            });
+            return Err(Box::new(deny(
+                Stage::Hygiene,
+                Some(route),
+                Reason::BodyTooLarge { limit },
+            )));
+        }
+        BodyView::TooLarge => None,
+    };
+    let content_type = request
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let found = settings.rules.scan(
+        &target.path,
+        target.query.as_deref(),
+        request.headers,
+        &settings.credential_headers,
+        body.map(|b| (b, content_type)),
+        &settings.session_cookies,
+    );
+    match found {
+        None => {
+            opts.note(Stage::Hygiene, true, || "the WAF found nothing".to_owned());
+            Ok(())
+        }
+        Some(detection) if mode == WafMode::On => {
+            opts.note(Stage::Hygiene, false, || detection.describe());
+            Err(Box::new(deny(
+                Stage::Hygiene,
+                Some(route),
+                Reason::WafBlocked(detection),
+            )))
+        }
+        Some(detection) => {
+            opts.note(Stage::Hygiene, true, || {
+                format!("detect only: {}", detection.describe())
+            });
+            opts.detections.push(detection);
+            Ok(())
+        }
+    }
+}
+
+/// CSRF checks on a cookie-authenticated request with an unsafe method.
+fn csrf(
+    config: &Config,
+    route: &Route,
+    request: &RequestView<'_>,
+    identity: Option<&Identity>,
+    opts: &mut RunOptions<'_>,
+) -> Result<(), Box<Outcome>> {
+    let Some(identity) = identity else {
+        return Ok(());
+    };
+    if identity.kind != CredentialKind::Cookie
+        || !route.hygiene.csrf
+        || !crate::hygiene::csrf::unsafe_method(request.method)
+    {
+        return Ok(());
+    }
+    match config.hygiene.csrf.check(request.headers) {
+        Ok(proof) => {
+            opts.note(Stage::Csrf, true, || format!("same-site proof: {proof}"));
+            Ok(())
+        }
+        Err(detail) => {
+            opts.note(Stage::Csrf, false, || detail.to_owned());
+            let mut outcome = deny(Stage::Csrf, Some(route), Reason::CsrfRejected { detail });
+            if let Verdict::Deny(d) = &mut outcome.verdict {
+                d.identity = Some(identity.clone());
+            }
+            Err(Box::new(outcome))
+        }
+    }
 }
 
 /// Stage 5: the verified (or assumed) identity, `None` on a public route.

@@ -16,6 +16,20 @@ pub struct RequestView<'a> {
     pub headers: &'a HeaderMap,
     /// The address of the TCP peer.
     pub peer: IpAddr,
+    /// The body, when the driver read it for inspection (see [`crate::Engine::body_plan`]).
+    pub body: BodyView<'a>,
+}
+
+/// What the engine knows of the request body.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum BodyView<'a> {
+    /// Not read (streamed to the upstream after the decision, within the body limit).
+    #[default]
+    NotRead,
+    /// Read whole.
+    Complete(&'a [u8]),
+    /// Larger than the inspection limit the driver was given.
+    TooLarge,
 }
 
 impl<'a> RequestView<'a> {
@@ -27,7 +41,15 @@ impl<'a> RequestView<'a> {
             target,
             headers,
             peer,
+            body: BodyView::NotRead,
         }
+    }
+
+    /// The same view with the body the driver read.
+    #[must_use]
+    pub fn with_body(mut self, body: BodyView<'a>) -> Self {
+        self.body = body;
+        self
     }
 
     /// Whether the client prefers an HTML page to a problem+json document.

@@ -13,6 +13,7 @@ use serde_json::json;
 
 use crate::config::Config;
 use crate::decision::{Decision, DecisionId, Deny, Reason, Scheme, Verbosity, list_or_none};
+use crate::hygiene::CorsGrant;
 use crate::limit::Applied;
 
 /// Where a problem's `type` URI and a challenge's realm come from.
@@ -44,8 +45,61 @@ pub fn render_decision(
         crate::decision::Verdict::Deny(deny) => {
             Some(render_deny(decision.id, deny, branding, html))
         }
+        crate::decision::Verdict::Preflight => Some(render_preflight(decision.cors.as_ref())),
         crate::decision::Verdict::Allow(_) => None,
     }
+}
+
+/// The answer to a granted CORS preflight: 204 with the grant's headers.
+#[must_use]
+pub fn render_preflight(grant: Option<&CorsGrant>) -> Response<Bytes> {
+    let mut builder = Response::builder().status(StatusCode::NO_CONTENT).header(
+        header::VARY,
+        "Origin, Access-Control-Request-Method, Access-Control-Request-Headers",
+    );
+    for (name, value) in grant.map(cors_headers).unwrap_or_default() {
+        builder = builder.header(name, value);
+    }
+    builder
+        .body(Bytes::new())
+        .unwrap_or_else(|_| fallback(StatusCode::NO_CONTENT))
+}
+
+/// The CORS headers of a grant, for a preflight or for any answer to an actual request
+/// (refusals included, so a page can read them).
+#[must_use]
+pub fn cors_headers(grant: &CorsGrant) -> Vec<(HeaderName, HeaderValue)> {
+    let settings = &grant.settings;
+    let mut out = vec![(header::ACCESS_CONTROL_ALLOW_ORIGIN, grant.origin.clone())];
+    if settings.credentials {
+        out.push((
+            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            HeaderValue::from_static("true"),
+        ));
+    }
+    let list = |items: &[&str]| HeaderValue::from_str(&items.join(", ")).ok();
+    match &grant.preflight {
+        Some(preflight) => {
+            let methods: Vec<&str> = preflight.methods.iter().map(http::Method::as_str).collect();
+            if let Some(v) = list(&methods) {
+                out.push((header::ACCESS_CONTROL_ALLOW_METHODS, v));
+            }
+            let headers: Vec<&str> = preflight.headers.iter().map(String::as_str).collect();
+            if let (false, Some(v)) = (headers.is_empty(), list(&headers)) {
+                out.push((header::ACCESS_CONTROL_ALLOW_HEADERS, v));
+            }
+            if let Some(age) = settings.max_age {
+                out.push((header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from(age)));
+            }
+        }
+        None => {
+            let expose: Vec<&str> = settings.expose.iter().map(String::as_str).collect();
+            if let (false, Some(v)) = (expose.is_empty(), list(&expose)) {
+                out.push((header::ACCESS_CONTROL_EXPOSE_HEADERS, v));
+            }
+        }
+    }
+    out
 }
 
 /// The response for a refusal.
@@ -115,7 +169,10 @@ pub fn render_reason(
     }
     // A malformed request may have left the connection in an unknown state (smuggling):
     // answer and close it.
-    if matches!(reason, Reason::MalformedRequest { .. }) {
+    if matches!(
+        reason,
+        Reason::MalformedRequest { .. } | Reason::BodyTooLarge { .. }
+    ) {
         builder = builder.header(header::CONNECTION, "close");
     }
     if let Reason::MethodNotAllowed { allow } = reason {
@@ -232,6 +289,18 @@ fn detail(reason: &Reason, verbosity: Verbosity) -> String {
         }
         Reason::UpstreamUnavailable => "The upstream service is unavailable.".to_owned(),
         Reason::UpstreamTimeout => "The upstream service did not answer in time.".to_owned(),
+        Reason::BodyTooLarge { limit } => {
+            format!("The request body is larger than the {limit} bytes this resource accepts.")
+        }
+        Reason::WafBlocked(_) => {
+            "The request was rejected because it looks like an attack.".to_owned()
+        }
+        Reason::CsrfRejected { .. } => {
+            "This request must come from the site itself (cross-site request refused).".to_owned()
+        }
+        Reason::CorsRejected { .. } => {
+            "This origin may not make this cross-origin request.".to_owned()
+        }
     }
 }
 

@@ -33,6 +33,8 @@ pub struct Route {
     pub(crate) target: crate::authz::RouteTarget,
     /// Network rules for this route, after the global ones.
     pub(crate) network: Option<crate::network::IpRules>,
+    /// Body limit, WAF mode, CSRF and CORS for this route.
+    pub hygiene: crate::hygiene::RouteHygiene,
 }
 
 impl Route {

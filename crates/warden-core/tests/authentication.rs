@@ -386,6 +386,7 @@ fn assert_allowed(decision: &Decision) -> &Allow {
     match &decision.verdict {
         Verdict::Allow(allow) => allow,
         Verdict::Deny(deny) => panic!("refused: {:?}", deny.reason),
+        Verdict::Preflight => panic!("answered as a preflight"),
     }
 }
 

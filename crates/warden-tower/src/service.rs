@@ -74,12 +74,17 @@ where
         if let Some(hook) = &shared.on_decision {
             hook(&decision);
         }
-        let rate_limit = response::rate_limit_headers(&decision.limits);
+        // Headers every answer carries: the rate limits, and CORS for an allowed origin.
+        let mut rate_limit = response::rate_limit_headers(&decision.limits);
+        if let Some(grant) = &decision.cors {
+            rate_limit.extend(response::cors_headers(grant));
+        }
 
         let mut response = match &decision.verdict {
             Verdict::Deny(deny) => {
                 response::render_deny(decision.id, deny, Branding::from(engine.config()), html)
             }
+            Verdict::Preflight => response::render_preflight(decision.cors.as_ref()),
             Verdict::Allow(allow) => match authorized(request, &decision, allow) {
                 Ok(request) => {
                     let finish = Finish {

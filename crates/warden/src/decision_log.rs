@@ -98,7 +98,11 @@ impl DecisionLog {
     /// Record a decision and the final status sent to the client.
     pub fn record(&self, decision: &Decision, facts: RequestFacts<'_>, status: u16) {
         // A shadow disagreement is always worth a line, even on an allowed request.
-        if decision.is_allowed() && !self.log_allowed && decision.shadow.is_none() {
+        if decision.is_allowed()
+            && !self.log_allowed
+            && decision.shadow.is_none()
+            && decision.detections.is_empty()
+        {
             return;
         }
         let line = line(decision, facts, status).to_string();
@@ -147,6 +151,9 @@ fn line(decision: &Decision, facts: RequestFacts<'_>, status: u16) -> serde_json
         "detail": decision.reason().map(warden_core::Reason::log_detail),
         "duration_us": u64::try_from(decision.elapsed.as_micros()).unwrap_or(u64::MAX),
         "policies": decision.policies,
+        "waf_detected": (!decision.detections.is_empty()).then(|| {
+            decision.detections.iter().map(warden_core::hygiene::Detection::describe).collect::<Vec<_>>()
+        }),
         "shadow": decision.shadow.as_ref().map(|d| json!({
             "active": if d.active_allowed { "allow" } else { "deny" },
             "candidate": if d.shadow_allowed { "allow" } else { "deny" },

@@ -26,6 +26,8 @@ pub struct Metrics {
     pub state_unavailable: IntCounter,
     /// Clients banned after bursts of refusals.
     pub bans: IntCounter,
+    /// WAF findings by rule and by whether they were refused (`detect` routes only log).
+    pub waf_findings: IntCounterVec,
 }
 
 impl Metrics {
@@ -92,6 +94,14 @@ impl Metrics {
             "Clients banned after bursts of refusals",
         )?;
         registry.register(Box::new(bans.clone()))?;
+        let waf_findings = IntCounterVec::new(
+            Opts::new(
+                "warden_waf_findings_total",
+                "Requests the WAF flagged, by rule and by whether they were refused",
+            ),
+            &["rule", "refused"],
+        )?;
+        registry.register(Box::new(waf_findings.clone()))?;
         registry.register(Box::new(decisions.clone()))?;
         registry.register(Box::new(decision_seconds.clone()))?;
         registry.register(Box::new(upstream_errors.clone()))?;
@@ -108,6 +118,7 @@ impl Metrics {
             shadow_disagreements,
             state_unavailable,
             bans,
+            waf_findings,
         })
     }
 

@@ -5,6 +5,7 @@
 //! naming the file, the line and the field.
 
 pub(crate) mod error;
+mod hygiene;
 mod limits;
 mod network;
 pub(crate) mod raw;
@@ -167,6 +168,8 @@ pub struct Config {
     pub state: StateSettings,
     /// Geo rules, checked after the network rules.
     pub(crate) geo: Option<crate::network::geo::GeoRules>,
+    /// Path policies, body limits, the WAF, CSRF and CORS.
+    pub hygiene: crate::hygiene::HygieneSettings,
 }
 
 impl Config {
@@ -306,6 +309,15 @@ impl Config {
             .as_ref()
             .and_then(|g| network::geo(g, &base_dir, &mut errors));
 
+        let mut hygiene = hygiene::settings(&raw, &mut errors);
+        for source in sources.values() {
+            match source.as_ref() {
+                Source::ApiKey(k) => hygiene.credential_headers.push(k.header.clone()),
+                Source::Jwt(j) => hygiene.session_cookies.extend(j.cookie.clone()),
+                Source::Basic(_) => {}
+            }
+        }
+
         let config = router.map(|router| Self {
             origin: origin.to_path_buf(),
             gateway,
@@ -320,6 +332,7 @@ impl Config {
             bans,
             state,
             geo,
+            hygiene,
         });
         match (errors.finish(()), config) {
             (Ok(()), Some(config)) => Ok(config),
@@ -564,6 +577,7 @@ fn check_route(
 ) -> Option<Route> {
     let raw = spanned.get_ref();
     let before = errors.errors.len();
+    let route_hygiene = hygiene::route(index, raw, errors);
     let route_network = network::ip_rules(
         &raw.network,
         &route_field(index, "network"),
@@ -677,6 +691,7 @@ fn check_route(
         scopes: raw.scopes.clone(),
         concealed: raw.concealed,
         verbosity: raw.verbosity,
+        hygiene: route_hygiene,
     })
 }
 

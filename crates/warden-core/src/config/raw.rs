@@ -33,6 +33,70 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub state: RawState,
     pub geo: Option<Spanned<RawGeo>>,
+    #[serde(default)]
+    pub hygiene: RawHygiene,
+    pub csrf: Option<Spanned<RawCsrf>>,
+    pub cors: Option<Spanned<RawCors>>,
+}
+
+/// Request hygiene: path policies, body limits, the WAF.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHygiene {
+    /// The largest request body (`10MiB` by default).
+    pub max_body: Option<Spanned<String>>,
+    /// `off` (default), `detect` or `on`.
+    pub waf: Option<Spanned<String>>,
+    /// The largest body the WAF inspects (`64KiB` by default).
+    pub waf_body_limit: Option<Spanned<String>>,
+    /// `sensitive` (default) or `insensitive`.
+    pub path_case: Option<Spanned<String>>,
+    /// `strict` (default) or `ignore`.
+    pub trailing_slash: Option<Spanned<String>>,
+    /// Custom WAF rules.
+    #[serde(default)]
+    pub rules: Vec<Spanned<RawWafRule>>,
+}
+
+/// A custom WAF rule.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawWafRule {
+    pub id: Spanned<String>,
+    /// A regular expression (Rust `regex` syntax).
+    pub pattern: Spanned<String>,
+    /// `path`, `query`, `headers`, `body`; all of them when absent.
+    pub parts: Option<Spanned<Vec<String>>>,
+}
+
+/// CSRF checks for cookie-authenticated unsafe requests.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCsrf {
+    /// Origins besides the request's own (`https://app.example.com`).
+    #[serde(default)]
+    pub trusted_origins: Vec<Spanned<String>>,
+    /// A double-submit token: this cookie's value repeated in `double_submit_header`.
+    pub double_submit_cookie: Option<Spanned<String>>,
+    pub double_submit_header: Option<Spanned<String>>,
+}
+
+/// CORS.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCors {
+    /// Allowed origins, or `["*"]`.
+    pub origins: Spanned<Vec<String>>,
+    /// Methods a preflight may ask for (default: the route's).
+    pub methods: Option<Spanned<Vec<String>>>,
+    /// Request headers a preflight may ask for.
+    #[serde(default)]
+    pub headers: Vec<Spanned<String>>,
+    /// Response headers a page may read (default: the ones warden's refusals use).
+    pub expose: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    pub credentials: bool,
+    pub max_age: Option<Spanned<String>>,
 }
 
 /// Geo rules over a MaxMind database.
@@ -271,4 +335,12 @@ pub(crate) struct RawRoute {
     /// Network rules for this route, after the global ones.
     #[serde(default)]
     pub network: Vec<Spanned<RawIpRule>>,
+    /// The largest body for this route.
+    pub max_body: Option<Spanned<String>>,
+    /// The WAF mode for this route.
+    pub waf: Option<Spanned<String>>,
+    /// Whether CSRF checks apply (default true).
+    pub csrf: Option<bool>,
+    /// Whether CORS applies (default true).
+    pub cors: Option<bool>,
 }

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::{HeaderMap, Method};
+use warden_core::request::BodyView;
 use warden_core::{Decision, Engine, Progress, RequestView};
 
 use super::Shared;
@@ -18,6 +19,14 @@ struct Owned {
     target: String,
     headers: HeaderMap,
     peer: IpAddr,
+    body: OwnedBody,
+}
+
+/// The body as the view held it.
+enum OwnedBody {
+    NotRead,
+    Complete(bytes::Bytes),
+    TooLarge,
 }
 
 impl Owned {
@@ -27,11 +36,23 @@ impl Owned {
             target: view.target.to_owned(),
             headers: view.headers.clone(),
             peer: view.peer,
+            body: match view.body {
+                BodyView::NotRead => OwnedBody::NotRead,
+                BodyView::Complete(bytes) => {
+                    OwnedBody::Complete(bytes::Bytes::copy_from_slice(bytes))
+                }
+                BodyView::TooLarge => OwnedBody::TooLarge,
+            },
         }
     }
 
     fn view(&self) -> RequestView<'_> {
-        RequestView::new(&self.method, &self.target, &self.headers, self.peer)
+        let body = match &self.body {
+            OwnedBody::NotRead => BodyView::NotRead,
+            OwnedBody::Complete(bytes) => BodyView::Complete(bytes),
+            OwnedBody::TooLarge => BodyView::TooLarge,
+        };
+        RequestView::new(&self.method, &self.target, &self.headers, self.peer).with_body(body)
     }
 }
 

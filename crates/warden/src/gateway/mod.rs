@@ -9,6 +9,7 @@ mod decide;
 mod jwks;
 mod proxy;
 pub mod reload;
+mod request_body;
 mod upstream;
 
 use std::net::SocketAddr;

@@ -6,14 +6,17 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use http::{Request, Response, StatusCode};
+use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use warden_core::decision::{Allow, TokenProblem, Verbosity};
+use warden_core::request::BodyView;
 use warden_core::response::{self, Branding};
 use warden_core::{Decision, Engine, Reason, RequestView, Verdict};
 
 use super::Shared;
 use super::body::{Body, from_rendered};
+use super::request_body::{self, CappedBody, Read};
 use super::upstream::{self, UpstreamFailure};
 use crate::decision_log::RequestFacts;
 
@@ -33,6 +36,40 @@ pub(crate) async fn handle(
         .to_owned();
     let view = RequestView::new(&parts.method, &target, &parts.headers, peer.ip());
     let html = view.prefers_html();
+
+    // The body: read first when the WAF inspects it, capped at the route's limit always.
+    let plan = engine.body_plan(&view);
+    let mut inspected = None;
+    let mut rest = Some(body);
+    let mut body_view = BodyView::NotRead;
+    let to_inspect = plan
+        .inspect
+        .and_then(|limit| Some((limit, rest.take_if(|b| !b.is_end_stream())?)));
+    if let Some((limit, body)) = to_inspect {
+        let timeout = engine.config().gateway.upstream_timeout;
+        match request_body::read_for_inspection(body, limit, timeout).await {
+            Read::Complete(bytes) => inspected = Some((bytes, false)),
+            Read::TooLarge {
+                prefix,
+                rest: unread,
+            } => {
+                inspected = Some((prefix, true));
+                rest = Some(unread);
+            }
+            Read::Failed => {
+                tracing::info!(client = %peer.ip(), method = %parts.method, path = %target, "the request body could not be read; refused");
+                return Ok(unreadable_body(&engine, html));
+            }
+        }
+    }
+    if let Some((bytes, too_large)) = &inspected {
+        body_view = if *too_large {
+            BodyView::TooLarge
+        } else {
+            BodyView::Complete(bytes)
+        };
+    }
+    let view = view.with_body(body_view);
 
     let mut decision = super::decide::decide(&shared, &engine, &view, at).await;
     if matches!(
@@ -54,21 +91,44 @@ pub(crate) async fn handle(
         Verdict::Deny(deny) => {
             from_rendered(response::render_deny(decision.id, deny, branding, html))
         }
+        Verdict::Preflight => from_rendered(response::render_preflight(decision.cors.as_ref())),
         Verdict::Allow(allow) => {
-            forward(
-                &shared,
-                &engine,
-                &decision,
-                allow,
-                Request::from_parts(parts, body),
-                html,
-            )
-            .await
+            let (body, exceeded) =
+                CappedBody::new(inspected.map(|(bytes, _)| bytes), rest, plan.max);
+            let upstream_request = Request::from_parts(parts, body);
+            let mut answer =
+                forward(&shared, &engine, &decision, allow, upstream_request, html).await;
+            if exceeded.fired() {
+                // The body outgrew the limit while streaming: 413, whatever the upstream made
+                // of the cut-off request.
+                let reason = Reason::BodyTooLarge { limit: plan.max };
+                answer = from_rendered(response::render_reason(
+                    decision.id,
+                    &reason,
+                    &[],
+                    Verbosity::Public,
+                    branding,
+                    html,
+                ));
+            }
+            answer
         }
     };
     for (name, value) in response::rate_limit_headers(&decision.limits) {
         response.headers_mut().insert(name, value);
     }
+    if let (Some(grant), false) = (
+        &decision.cors,
+        matches!(decision.verdict, Verdict::Preflight),
+    ) {
+        for (name, value) in response::cors_headers(grant) {
+            response.headers_mut().insert(name, value);
+        }
+        response
+            .headers_mut()
+            .append(http::header::VARY, http::HeaderValue::from_static("Origin"));
+    }
+    count_waf(&shared, &decision);
     count_refusal(&shared, &engine, &decision);
     let facts = RequestFacts {
         client: decision.client,
@@ -77,6 +137,39 @@ pub(crate) async fn handle(
         at,
     };
     finish(&shared, &decision, facts, response)
+}
+
+/// Count WAF findings: refused ones and detect-only ones.
+fn count_waf(shared: &Shared, decision: &Decision) {
+    if let Some(Reason::WafBlocked(found)) = decision.reason() {
+        shared
+            .metrics
+            .waf_findings
+            .with_label_values(&[found.rule.as_ref(), "true"])
+            .inc();
+    }
+    for found in &decision.detections {
+        shared
+            .metrics
+            .waf_findings
+            .with_label_values(&[found.rule.as_ref(), "false"])
+            .inc();
+    }
+}
+
+/// 400 for a body that could not be read (broken off, malformed chunks, too slow).
+fn unreadable_body(engine: &Engine, html: bool) -> Response<Body> {
+    let reason = Reason::MalformedRequest {
+        detail: "The request body could not be read",
+    };
+    from_rendered(response::render_reason(
+        warden_core::DecisionId::new(),
+        &reason,
+        &[],
+        Verbosity::Public,
+        Branding::from(engine.config()),
+        html,
+    ))
 }
 
 /// Count a 401 or 403 towards the client's ban, off the request path.
@@ -149,7 +242,7 @@ async fn forward(
     engine: &Engine,
     decision: &Decision,
     allow: &Allow,
-    mut request: Request<Incoming>,
+    mut request: Request<CappedBody>,
     html: bool,
 ) -> Response<Body> {
     let branding = Branding::from(engine.config());

@@ -7,6 +7,8 @@ use std::time::Duration;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, Uri};
 use hyper::body::Incoming;
+
+use super::request_body::CappedBody;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -48,7 +50,7 @@ pub(crate) enum UpstreamFailure {
 /// The pooled client to every upstream.
 #[derive(Debug, Clone)]
 pub(crate) struct UpstreamClient {
-    client: Client<HttpConnector, Incoming>,
+    client: Client<HttpConnector, CappedBody>,
     timeout: Duration,
 }
 
@@ -71,7 +73,7 @@ impl UpstreamClient {
     /// Send a request and wait for the response head.
     pub async fn send(
         &self,
-        request: Request<Incoming>,
+        request: Request<CappedBody>,
     ) -> Result<Response<Incoming>, UpstreamFailure> {
         match tokio::time::timeout(self.timeout, self.client.request(request)).await {
             Err(_) => Err(UpstreamFailure::Timeout),

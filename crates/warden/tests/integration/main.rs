@@ -20,4 +20,5 @@ mod network;
 mod probe;
 mod redis_backend;
 mod reload;
+mod request_hygiene;
 mod shadow;
