@@ -9,7 +9,8 @@
 //!   to warden and another to some upstream;
 //! - empty segments (`//`) are removed; `.` segments are removed; `..` removes the segment
 //!   before it and is refused above the root; a segment that is `.` or `..` followed by a `;`
-//!   parameter is refused (servlet containers treat `..;` as `..`).
+//!   parameter, raw or encoded (`..;`, `..%3B`), is refused (servlet containers treat `..;`
+//!   as `..`, and a server that decodes before reading parameters sees `..;` in `..%3B`).
 
 use std::fmt::Write as _;
 
@@ -112,7 +113,7 @@ pub fn normalize(target: &str) -> Result<Normalized, NormalizeError> {
             }
             continue;
         }
-        if segment.starts_with(".;") || segment.starts_with("..;") {
+        if is_dot_segment_with_parameter(&segment) {
             return Err(NormalizeError::DotSegmentParameter);
         }
         segments.push(segment);
@@ -127,6 +128,15 @@ pub fn normalize(target: &str) -> Result<Normalized, NormalizeError> {
         path.push('/');
     }
     Ok(Normalized { path, query })
+}
+
+/// `.` or `..` followed by a `;` parameter, raw or encoded (the decoded segment keeps
+/// `;` as `%3B`, upper-case).
+fn is_dot_segment_with_parameter(segment: &str) -> bool {
+    let rest = segment
+        .strip_prefix("..")
+        .or_else(|| segment.strip_prefix('.'));
+    rest.is_some_and(|r| r.starts_with(';') || r.starts_with("%3B"))
 }
 
 fn decode_segment(raw: &str) -> Result<String, NormalizeError> {
@@ -206,21 +216,103 @@ mod tests {
             path("/public/..;/admin"),
             Err(NormalizeError::DotSegmentParameter)
         );
+        for encoded in [
+            "/public/..%3b/admin",
+            "/public/..%3B/admin",
+            "/.%3bx/admin",
+            "/a/%2e%2e%3b/b",
+        ] {
+            assert_eq!(
+                path(encoded),
+                Err(NormalizeError::DotSegmentParameter),
+                "{encoded}"
+            );
+        }
+        // A `;` elsewhere is an ordinary character of the segment.
+        assert_eq!(path("/a%3b/b").unwrap(), "/a%3B/b");
+        assert_eq!(path("/...%3b").unwrap(), "/...%3B");
         assert_eq!(path("/a#frag"), Err(NormalizeError::Fragment));
         assert_eq!(path("http://x/a"), Err(NormalizeError::NotOriginForm));
         assert_eq!(path("*"), Err(NormalizeError::NotOriginForm));
         assert_eq!(path("/a b"), Err(NormalizeError::BadCharacter));
     }
 
+    /// What no normalized path may contain, whatever the input.
+    fn assert_canonical(path: &str) -> Result<(), TestCaseError> {
+        prop_assert!(path.starts_with('/'));
+        prop_assert!(
+            !path.split('/').any(|s| s == "." || s == ".."),
+            "dot segment in {}",
+            path
+        );
+        prop_assert!(!path.contains("//"), "empty segment in {}", path);
+        prop_assert!(!path.contains('\\'), "backslash in {}", path);
+        prop_assert!(!path.contains('?') && !path.contains('#'));
+        let upper = path.to_ascii_uppercase();
+        for escape in ["%2F", "%5C", "%00"] {
+            prop_assert!(!upper.contains(escape), "{} in {}", escape, path);
+        }
+        // Every remaining escape is two upper-case hex digits, and never an unreserved
+        // character (which would have been decoded).
+        let bytes = path.as_bytes();
+        for (i, _) in path.match_indices('%') {
+            let pair = bytes.get(i + 1..i + 3).unwrap_or_default();
+            prop_assert!(
+                pair.len() == 2
+                    && pair
+                        .iter()
+                        .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(b)),
+                "bad escape in {}",
+                path
+            );
+            let value = u8::from_str_radix(std::str::from_utf8(pair).unwrap(), 16).unwrap();
+            prop_assert!(!(value.is_ascii_alphanumeric() || b"-._~".contains(&value)));
+        }
+        Ok(())
+    }
+
+    /// Path-ish inputs: separators, dots, `;`, and escapes of the characters that matter
+    /// (dots, slashes, backslashes, NUL, `;`, `%`, letters), in any case.
+    fn target() -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            Just("/".to_owned()),
+            Just(".".to_owned()),
+            Just("..".to_owned()),
+            Just(";".to_owned()),
+            Just("a".to_owned()),
+            Just("Z~".to_owned()),
+            Just("\\".to_owned()),
+            "%(2[eEfF5]|5[cC]|00|3[bBfF]|25|4[1-9]|6[1-9]|[c-fC-F][0-9a-fA-F]|[0-9a-fA-F]?)",
+        ];
+        prop::collection::vec(piece, 0..16).prop_map(|p| format!("/{}", p.concat()))
+    }
+
     proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+
         #[test]
-        fn normalizing_is_idempotent_and_leaves_no_dot_segments(t in "/[a-z./%2eEfF]{0,40}") {
+        fn normalizing_is_idempotent_and_canonical(t in target()) {
             if let Ok(n) = normalize(&t) {
+                assert_canonical(&n.path)?;
                 let again = normalize(&n.path).unwrap();
                 prop_assert_eq!(&again.path, &n.path);
-                prop_assert!(!n.path.split('/').any(|s| s == "." || s == ".."));
-                prop_assert!(!n.path.contains("//"));
-                prop_assert!(!n.path.to_ascii_lowercase().contains("%2f"));
+                prop_assert_eq!(again.query, None);
+            }
+        }
+
+        #[test]
+        fn the_narrow_alphabet_is_idempotent_too(t in "/[a-z./%2eEfF;]{0,40}") {
+            if let Ok(n) = normalize(&t) {
+                assert_canonical(&n.path)?;
+                prop_assert_eq!(normalize(&n.path).unwrap().path, n.path);
+            }
+        }
+
+        #[test]
+        fn any_input_is_refused_or_canonical(t in "\\PC{0,60}") {
+            if let Ok(n) = normalize(&t) {
+                assert_canonical(&n.path)?;
+                prop_assert_eq!(normalize(&n.path).unwrap().path, n.path);
             }
         }
     }

@@ -11,6 +11,7 @@ mod common;
 
 mod authentication;
 mod authorization;
+mod bypass;
 mod cli;
 mod demo;
 mod gateway;
