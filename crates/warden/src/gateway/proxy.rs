@@ -10,6 +10,7 @@ use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use warden_core::decision::{Allow, TokenProblem, Verbosity};
+use warden_core::hygiene::BodyPlan;
 use warden_core::request::BodyView;
 use warden_core::response::{self, Branding};
 use warden_core::{Decision, Engine, Reason, RequestView, Verdict};
@@ -38,7 +39,15 @@ pub(crate) async fn handle(
     let html = view.prefers_html();
 
     // The body: read first when the WAF inspects it, capped at the route's limit always.
-    let plan = engine.body_plan(&view);
+    // A request without one needs no plan (and skips a second routing).
+    let plan = if body.is_end_stream() {
+        BodyPlan {
+            max: 0,
+            inspect: None,
+        }
+    } else {
+        engine.body_plan(&view)
+    };
     let mut inspected = None;
     let mut rest = Some(body);
     let mut body_view = BodyView::NotRead;
