@@ -111,14 +111,7 @@ pub(crate) async fn handle(
                 // The body outgrew the limit while streaming: 413, whatever the upstream made
                 // of the cut-off request.
                 let reason = Reason::BodyTooLarge { limit: plan.max };
-                answer = from_rendered(response::render_reason(
-                    decision.id,
-                    &reason,
-                    &[],
-                    Verbosity::Public,
-                    branding,
-                    html,
-                ));
+                answer = gateway_answer(decision.id, &reason, branding, html);
             }
             answer
         }
@@ -171,12 +164,23 @@ fn unreadable_body(engine: &Engine, html: bool) -> Response<Body> {
     let reason = Reason::MalformedRequest {
         detail: "The request body could not be read",
     };
+    let id = warden_core::DecisionId::new();
+    gateway_answer(id, &reason, Branding::from(engine.config()), html)
+}
+
+/// A refusal the gateway makes itself, outside the engine's decision (body, upstream).
+fn gateway_answer(
+    id: warden_core::DecisionId,
+    reason: &Reason,
+    branding: Branding<'_>,
+    html: bool,
+) -> Response<Body> {
     from_rendered(response::render_reason(
-        warden_core::DecisionId::new(),
-        &reason,
+        id,
+        reason,
         &[],
         Verbosity::Public,
-        Branding::from(engine.config()),
+        branding,
         html,
     ))
 }
@@ -255,16 +259,7 @@ async fn forward(
     html: bool,
 ) -> Response<Body> {
     let branding = Branding::from(engine.config());
-    let failure = |reason: Reason| {
-        from_rendered(response::render_reason(
-            decision.id,
-            &reason,
-            &[],
-            Verbosity::Public,
-            branding,
-            html,
-        ))
-    };
+    let failure = |reason: Reason| gateway_answer(decision.id, &reason, branding, html);
     let Some(target) = engine.config().upstreams.get(&allow.upstream) else {
         return failure(Reason::UpstreamUnavailable);
     };

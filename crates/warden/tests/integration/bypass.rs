@@ -16,8 +16,6 @@ use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpSocket;
 use tokio::time::Instant;
-use warden::gateway::{Gateway, Listeners};
-use warden_core::Config;
 
 /// How long one case may take, from connecting to the end of its answer.
 const CASE_DEADLINE: Duration = Duration::from_secs(5);
@@ -362,21 +360,6 @@ fn check(loaded: &Loaded, answer: &Answer, reached: &[common::Seen]) -> Vec<Stri
     problems
 }
 
-async fn start_gateway(config_text: &str, upstream: &Upstream) -> Gateway {
-    let text = config_text.replace("{upstream}", &upstream.addr.to_string());
-    let config =
-        Config::parse(&text, &corpus_dir().join("warden.toml")).unwrap_or_else(|e| panic!("{e}"));
-    Gateway::start(
-        config,
-        Listeners {
-            proxy: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
-            admin: None,
-        },
-    )
-    .await
-    .unwrap()
-}
-
 #[test]
 fn the_corpus_escape_language_is_exact() {
     assert_eq!(unescape(r"a\r\n\t\0\\b").unwrap(), b"a\r\n\t\0\\b");
@@ -399,7 +382,7 @@ async fn no_case_of_the_bypass_corpus_gets_through() {
     assert!(controls >= 3, "the corpus needs positive controls");
 
     let upstream = Upstream::start().await;
-    let gw = start_gateway(&config_text, &upstream).await;
+    let gw = common::gateway_at(&config_text, &upstream, &corpus_dir().join("warden.toml")).await;
     let mut failures = Vec::new();
     let mut expected_log = Vec::new();
     for loaded in &corpus {

@@ -135,9 +135,13 @@ pub fn keys_dir() -> &'static Path {
 /// Start a gateway for a configuration text in which `{upstream}` stands for the upstream's
 /// address. Key files are read relative to the test keys directory.
 pub async fn gateway(config: &str, upstream: &Upstream) -> Gateway {
+    gateway_at(config, upstream, &keys_dir().join("test.toml")).await
+}
+
+/// Like [`gateway`], for a configuration that reads files relative to `origin`.
+pub async fn gateway_at(config: &str, upstream: &Upstream, origin: &Path) -> Gateway {
     let text = config.replace("{upstream}", &upstream.addr.to_string());
-    let config =
-        Config::parse(&text, &keys_dir().join("test.toml")).unwrap_or_else(|e| panic!("{e}"));
+    let config = Config::parse(&text, origin).unwrap_or_else(|e| panic!("{e}"));
     Gateway::start(
         config,
         Listeners {
