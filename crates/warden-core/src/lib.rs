@@ -29,6 +29,8 @@ pub mod auth;
 mod authz;
 pub mod config;
 pub mod decision;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hygiene;
 pub mod identity;
 pub mod limit;

@@ -153,18 +153,8 @@ impl JwtSource {
         now: u64,
         kind: CredentialKind,
     ) -> Result<Identity, TokenProblem> {
-        if token.len() > self.max_token_bytes {
-            return Err(TokenProblem::TooLarge);
-        }
-        let header = read_header(token)?;
-        let alg = self.pinned_algorithm(&header)?;
-        refuse_unsafe_header(&header)?;
-        let kid = match header.get("kid") {
-            None => None,
-            Some(Value::String(kid)) if kid.len() <= MAX_KID_LEN => Some(kid.as_str()),
-            Some(Value::String(_)) => return Err(TokenProblem::UnknownKey),
-            Some(_) => return Err(TokenProblem::Garbled),
-        };
+        let (alg, kid) = self.check_header(token)?;
+        let kid = kid.as_deref();
 
         let fetched = self.fetched_keys.load();
         let candidates = self
@@ -196,6 +186,28 @@ impl JwtSource {
         } else {
             TokenProblem::UnknownKey
         })
+    }
+
+    /// Everything checked before any key is touched: size, the JOSE header, the pinned
+    /// algorithm, keys carried or pointed at by the token, `crit`. Returns the algorithm and
+    /// the `kid`, if any.
+    pub(crate) fn check_header(
+        &self,
+        token: &str,
+    ) -> Result<(Algorithm, Option<String>), TokenProblem> {
+        if token.len() > self.max_token_bytes {
+            return Err(TokenProblem::TooLarge);
+        }
+        let header = read_header(token)?;
+        let alg = self.pinned_algorithm(&header)?;
+        refuse_unsafe_header(&header)?;
+        let kid = match header.get("kid") {
+            None => None,
+            Some(Value::String(kid)) if kid.len() <= MAX_KID_LEN => Some(kid.clone()),
+            Some(Value::String(_)) => return Err(TokenProblem::UnknownKey),
+            Some(_) => return Err(TokenProblem::Garbled),
+        };
+        Ok((alg, kid))
     }
 
     fn pinned_algorithm(
@@ -238,7 +250,8 @@ impl JwtSource {
         v
     }
 
-    fn identity(
+    /// The identity in verified claims, checked against the clock and the requirements.
+    pub(crate) fn identity(
         &self,
         claims: &serde_json::Map<String, Value>,
         now: u64,

@@ -54,7 +54,7 @@ impl Source {
 
 /// The credential a request presents, borrowed from its headers.
 #[derive(Debug)]
-enum Presented<'a> {
+pub(crate) enum Presented<'a> {
     Bearer(&'a str),
     Basic {
         user: String,
@@ -147,7 +147,8 @@ fn more_telling(current: Option<TokenProblem>, next: TokenProblem) -> TokenProbl
     }
 }
 
-fn find_credential<'a>(
+/// The one credential the request presents to these sources, unverified.
+pub(crate) fn find_credential<'a>(
     sources: &'a [Arc<Source>],
     headers: &'a HeaderMap,
 ) -> Result<Option<Presented<'a>>, Reason> {
