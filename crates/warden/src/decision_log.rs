@@ -98,8 +98,10 @@ impl DecisionLog {
     /// Record a decision and the final status sent to the client.
     pub fn record(&self, decision: &Decision, facts: RequestFacts<'_>, status: u16) {
         // A shadow disagreement is always worth a line, even on an allowed request.
+        // With the log off, allowed requests are not even rendered (the line is most of the
+        // cost of an allowed request); refusals still feed `/decisions/recent`.
         if decision.is_allowed()
-            && !self.log_allowed
+            && (!self.log_allowed || self.sender.is_none())
             && decision.shadow.is_none()
             && decision.detections.is_empty()
         {
