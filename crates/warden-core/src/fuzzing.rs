@@ -63,6 +63,9 @@ pub fn token_claims(
         return Vec::new();
     };
     jwt_sources(config)
-        .map(|jwt| jwt.identity(&claims, now, CredentialKind::Bearer))
+        .map(|jwt| {
+            jwt.identity(&claims, now, CredentialKind::Bearer)
+                .map(|(identity, _)| identity)
+        })
         .collect()
 }

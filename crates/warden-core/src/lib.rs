@@ -59,9 +59,13 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// An engine for a checked configuration.
+    /// An engine for a checked configuration. Cedar policies are sliced by the routes'
+    /// actions here, once.
     #[must_use]
-    pub fn new(config: Config) -> Self {
+    pub fn new(mut config: Config) -> Self {
+        if let Some(authz) = &mut config.authorization {
+            authz.slice(config.router.routes().iter().map(|r| &r.target.action));
+        }
         Self { config }
     }
 
@@ -69,6 +73,39 @@ impl Engine {
     #[must_use]
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Forget every verified token of every JWT source; call it after a revocation. (A hit
+    /// never skips the revocation check; flushing keeps a revoked token from even being
+    /// remembered as verified.)
+    pub fn flush_token_cache(&self) {
+        for source in self.config.sources.values() {
+            if let auth::Source::Jwt(jwt) = source.as_ref() {
+                jwt.cache.flush();
+            }
+        }
+    }
+
+    /// Verify a token with the named JWT source at `now`, without reading or filling the
+    /// verified-token cache: for tools and measurements. `None` when no JWT source has
+    /// that name.
+    #[must_use]
+    pub fn verify_token(
+        &self,
+        source: &str,
+        token: &str,
+        now: SystemTime,
+    ) -> Option<Result<Identity, decision::TokenProblem>> {
+        let auth::Source::Jwt(jwt) = self.config.sources.get(source)?.as_ref() else {
+            return None;
+        };
+        let now = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let kind = if jwt.cookie.is_some() {
+            identity::CredentialKind::Cookie
+        } else {
+            identity::CredentialKind::Bearer
+        };
+        Some(jwt.verify_uncached(token, now, kind).map(|(id, _)| id))
     }
 
     /// Decide one request at time `now`, without a state backend: rate limits, bans and
@@ -250,7 +287,7 @@ impl Run {
     ) -> pipeline::RunOptions<'t> {
         pipeline::RunOptions {
             now_ms: self.now_ms,
-            decision_id: self.id.to_string(),
+            decision_id: self.id,
             assume: self.assume.take(),
             trace,
             hints: Vec::new(),

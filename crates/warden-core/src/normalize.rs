@@ -12,8 +12,6 @@
 //!   parameter, raw or encoded (`..;`, `..%3B`), is refused (servlet containers treat `..;`
 //!   as `..`, and a server that decodes before reading parameters sees `..;` in `..%3B`).
 
-use std::fmt::Write as _;
-
 /// A normalized request target.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Normalized {
@@ -100,29 +98,34 @@ pub fn normalize(target: &str) -> Result<Normalized, NormalizeError> {
         return Err(NormalizeError::Backslash);
     }
 
-    let mut segments: Vec<String> = Vec::new();
+    // Each kept segment is decoded straight into `path` as `/segment`: no allocation per
+    // segment, and `..` removes back to the previous `/` (a decoded segment never holds
+    // one: `%2F` is refused).
+    let mut path = String::with_capacity(raw_path.len() + 1);
     let trailing_slash = raw_path.len() > 1 && raw_path.ends_with('/');
     for raw in raw_path.split('/') {
-        let segment = decode_segment(raw)?;
-        if segment.is_empty() || segment == "." {
+        if raw.is_empty() {
+            continue;
+        }
+        let start = path.len();
+        path.push('/');
+        decode_segment_into(raw, &mut path)?;
+        let segment = path.get(start + 1..).unwrap_or("");
+        if segment == "." {
+            path.truncate(start);
             continue;
         }
         if segment == ".." {
-            if segments.pop().is_none() {
-                return Err(NormalizeError::AboveRoot);
+            path.truncate(start);
+            match path.rfind('/') {
+                Some(previous) => path.truncate(previous),
+                None => return Err(NormalizeError::AboveRoot),
             }
             continue;
         }
-        if is_dot_segment_with_parameter(&segment) {
+        if is_dot_segment_with_parameter(segment) {
             return Err(NormalizeError::DotSegmentParameter);
         }
-        segments.push(segment);
-    }
-
-    let mut path = String::with_capacity(raw_path.len());
-    for segment in &segments {
-        path.push('/');
-        path.push_str(segment);
     }
     if path.is_empty() || trailing_slash {
         path.push('/');
@@ -139,9 +142,13 @@ fn is_dot_segment_with_parameter(segment: &str) -> bool {
     rest.is_some_and(|r| r.starts_with(';') || r.starts_with("%3B"))
 }
 
-fn decode_segment(raw: &str) -> Result<String, NormalizeError> {
+/// Decode one segment onto the end of `out`.
+fn decode_segment_into(raw: &str, out: &mut String) -> Result<(), NormalizeError> {
+    if !raw.contains('%') {
+        out.push_str(raw);
+        return Ok(());
+    }
     let bytes = raw.as_bytes();
-    let mut out = String::with_capacity(raw.len());
     let mut i = 0;
     while let Some(&b) = bytes.get(i) {
         if b != b'%' {
@@ -164,12 +171,16 @@ fn decode_segment(raw: &str) -> Result<String, NormalizeError> {
                 out.push(char::from(b))
             }
             b => {
-                let _ = write!(out, "%{b:02X}");
+                out.push('%');
+                for nibble in [b >> 4, b & 0xf] {
+                    let digit = char::from_digit(u32::from(nibble), 16).unwrap_or('0');
+                    out.push(digit.to_ascii_uppercase());
+                }
             }
         }
         i += 3;
     }
-    Ok(out)
+    Ok(())
 }
 
 fn hex(b: &u8) -> Option<u8> {

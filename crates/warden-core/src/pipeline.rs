@@ -97,7 +97,7 @@ pub struct Step {
 pub(crate) struct RunOptions<'t> {
     /// Seconds and milliseconds since the epoch.
     pub now_ms: i64,
-    pub decision_id: String,
+    pub decision_id: crate::decision::DecisionId,
     /// Skip credential verification and take this identity (explain and test tools).
     pub assume: Option<Identity>,
     /// Record every stage (explain).
@@ -313,7 +313,7 @@ pub(crate) fn run(
     }
 
     // 7. forward
-    let headers = forward_headers(config, identity.as_ref(), &opts.decision_id);
+    let headers = forward_headers(config, identity.as_ref(), opts.decision_id);
     opts.note(Stage::Forward, true, || {
         format!(
             "to upstream `{}` as {}",
@@ -908,42 +908,45 @@ fn ambiguous_framing(headers: &http::HeaderMap) -> Option<&'static str> {
     None
 }
 
+/// The identity headers for the upstream. Each value is built in one buffer that becomes
+/// the header's bytes without a copy.
 fn forward_headers(
     config: &Config,
     identity: Option<&Identity>,
-    decision_id: &str,
+    decision_id: crate::decision::DecisionId,
 ) -> ForwardHeaders {
     let names = &config.identity_headers;
     let mut add: Vec<(HeaderName, HeaderValue)> = Vec::with_capacity(5);
     let mut push = |name: &HeaderName, value: String| {
-        if let Ok(v) = HeaderValue::from_str(&value) {
+        if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(value)) {
             add.push((name.clone(), v));
         }
     };
-    push(&names.decision_id, decision_id.to_owned());
+    push(&names.decision_id, decision_id.to_string());
     if let Some(id) = identity {
-        let encode = |s: &str| utf8_percent_encode(s, IDENTITY_VALUE).to_string();
-        push(&names.subject, encode(&id.subject));
-        push(&names.source, encode(&id.source));
+        let encoded = |items: &[String], separator: char| {
+            let mut value = String::new();
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    value.push(separator);
+                }
+                value.extend(utf8_percent_encode(item, IDENTITY_VALUE));
+            }
+            value
+        };
+        push(
+            &names.subject,
+            encoded(std::slice::from_ref(&id.subject), ','),
+        );
+        push(
+            &names.source,
+            utf8_percent_encode(&id.source, IDENTITY_VALUE).collect(),
+        );
         if !id.roles.is_empty() {
-            push(
-                &names.roles,
-                id.roles
-                    .iter()
-                    .map(|r| encode(r))
-                    .collect::<Vec<_>>()
-                    .join(","),
-            );
+            push(&names.roles, encoded(&id.roles, ','));
         }
         if !id.scopes.is_empty() {
-            push(
-                &names.scopes,
-                id.scopes
-                    .iter()
-                    .map(|s| encode(s))
-                    .collect::<Vec<_>>()
-                    .join(" "),
-            );
+            push(&names.scopes, encoded(&id.scopes, ' '));
         }
     }
     ForwardHeaders {

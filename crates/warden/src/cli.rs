@@ -262,12 +262,7 @@ fn serve(config_path: Option<PathBuf>, listeners: Listeners) -> ExitCode {
         },
         None => None,
     };
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    builder.enable_all();
-    if let Some(workers) = config.as_ref().and_then(|c| c.gateway.workers) {
-        builder.worker_threads(workers.max(1));
-    }
-    let runtime = match builder.build() {
+    let runtime = match runtime(config.as_ref().and_then(|c| c.gateway.workers)) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the runtime: {e}");
@@ -394,5 +389,29 @@ fn token(spec: &TokenSpec, key: Option<PathBuf>, alg: Option<&str>) -> ExitCode 
             eprintln!("{e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The gateway's multi-threaded runtime: `gateway.workers` worker threads (at least one),
+/// or one per core when unset.
+fn runtime(workers: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if let Some(workers) = workers {
+        builder.worker_threads(workers.max(1));
+    }
+    builder.build()
+}
+
+#[cfg(test)]
+mod runtime_tests {
+    use super::runtime;
+
+    #[test]
+    fn the_runtime_has_the_configured_number_of_workers() {
+        let sized = |w: Option<usize>| runtime(w).unwrap().metrics().num_workers();
+        assert_eq!(sized(Some(3)), 3);
+        assert_eq!(sized(Some(0)), 1, "zero means one, not the default");
+        assert!(sized(None) >= 1, "one per core when unset");
     }
 }

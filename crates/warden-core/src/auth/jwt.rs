@@ -18,6 +18,7 @@ use jsonwebtoken::jwk::{JwkSet, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
 
+use super::cache::{self, TokenCache};
 use crate::decision::TokenProblem;
 use crate::identity::{CredentialKind, Identity};
 
@@ -54,6 +55,9 @@ impl std::fmt::Debug for VerifyKey {
 #[derive(Debug, Clone, Default)]
 pub struct KeySet {
     pub(crate) keys: Vec<VerifyKey>,
+    /// The SHA-256 of the JWKS document the keys came from, to tell a rotation from a
+    /// refresh that changed nothing.
+    pub(crate) fingerprint: Option<[u8; 32]>,
 }
 
 /// Why a JWKS document could not be used.
@@ -114,7 +118,10 @@ impl KeySet {
         if keys.is_empty() {
             return Err(JwksError::NoKeys);
         }
-        Ok(Self { keys })
+        Ok(Self {
+            keys,
+            fingerprint: Some(cache::digest_bytes(json)),
+        })
     }
 }
 
@@ -143,16 +150,47 @@ pub(crate) struct JwtSource {
     pub max_token_bytes: usize,
     /// Claims passed on to authorization as principal attributes.
     pub attribute_claims: Vec<String>,
+    /// Tokens verified before, by digest.
+    pub cache: TokenCache,
 }
 
 impl JwtSource {
-    /// Verify a token at time `now` (seconds since the epoch).
+    /// Verify a token at time `now` (seconds since the epoch), from the cache when it was
+    /// verified before (see [`cache`]).
     pub fn verify(
         &self,
         token: &str,
         now: u64,
         kind: CredentialKind,
     ) -> Result<Identity, TokenProblem> {
+        if token.len() > self.max_token_bytes {
+            return Err(TokenProblem::TooLarge);
+        }
+        if !self.cache.enabled() {
+            return self.verify_uncached(token, now, kind).map(|(id, _)| id);
+        }
+        let digest = cache::digest(token);
+        if let Some(hit) = self.cache.get(&digest, now, self.leeway) {
+            let mut identity = hit.identity.clone();
+            identity.kind = kind;
+            return Ok(identity);
+        }
+        // The generation is read before the keys are: see `TokenCache::generation`.
+        let generation = self.cache.generation();
+        let (identity, not_before) = self.verify_uncached(token, now, kind)?;
+        self.cache
+            .insert(digest, &identity, not_before, now, generation);
+        Ok(identity)
+    }
+
+    /// Verify a token without the cache: header, pinned algorithm, keys, signature and
+    /// claims. Returns the identity and the token's `nbf`.
+    pub fn verify_uncached(
+        &self,
+        token: &str,
+        now: u64,
+        kind: CredentialKind,
+    ) -> Result<(Identity, Option<u64>), TokenProblem> {
         let (alg, kid) = self.check_header(token)?;
         let kid = kid.as_deref();
 
@@ -256,7 +294,7 @@ impl JwtSource {
         claims: &serde_json::Map<String, Value>,
         now: u64,
         kind: CredentialKind,
-    ) -> Result<Identity, TokenProblem> {
+    ) -> Result<(Identity, Option<u64>), TokenProblem> {
         let exp = time_claim(claims, "exp")?;
         let nbf = time_claim(claims, "nbf")?;
         let iat = time_claim(claims, "iat")?;
@@ -286,7 +324,7 @@ impl JwtSource {
             None if !self.require_jti => None,
             _ => return Err(TokenProblem::MissingClaim),
         };
-        Ok(Identity {
+        let identity = Identity {
             subject,
             source: Arc::clone(&self.name),
             kind,
@@ -300,7 +338,20 @@ impl JwtSource {
                 .iter()
                 .filter_map(|name| claim_path(claims, name).map(|v| (name.clone(), v.clone())))
                 .collect(),
-        })
+        };
+        Ok((identity, nbf))
+    }
+
+    /// Install keys fetched from the JWKS URL. A set that differs from the one in force is
+    /// a rotation: tokens verified before are forgotten (the keys are stored first, then
+    /// the cache's generation moves on).
+    pub fn set_fetched_keys(&self, keys: KeySet) {
+        let changed =
+            self.fetched_keys.load().fingerprint != keys.fingerprint || keys.fingerprint.is_none();
+        if changed {
+            self.fetched_keys.store(Arc::new(keys));
+            self.cache.rotate();
+        }
     }
 }
 

@@ -7,6 +7,7 @@
 
 pub mod api_key;
 pub mod basic;
+pub(crate) mod cache;
 pub mod jwt;
 
 use std::sync::Arc;
@@ -20,6 +21,10 @@ use crate::identity::{CredentialKind, Identity};
 
 /// A configured identity source.
 #[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "built once at load and shared behind an Arc; never moved on the request path"
+)]
 pub(crate) enum Source {
     Jwt(jwt::JwtSource),
     ApiKey(api_key::ApiKeySource),

@@ -242,6 +242,7 @@ pub(crate) fn load(
     if errors.errors.len() != before {
         return None;
     }
+    let entities = super::StaticEntities::new(entities, std::iter::once(&policies).chain(&shadow));
     Some(Authorization {
         policies,
         shadow,
@@ -251,5 +252,6 @@ pub(crate) fn load(
         principal_type: principal_type?,
         role_type: role_type?,
         roles_in_policies,
+        slices: HashMap::new(),
     })
 }

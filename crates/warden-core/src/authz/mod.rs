@@ -7,6 +7,7 @@
 //! `permit` matched) carries no reason from Cedar; warden says so itself.
 
 mod context;
+mod entities;
 mod load;
 
 use std::collections::HashMap;
@@ -18,6 +19,7 @@ use cedar_policy::{
     EntityTypeName, EntityUid, PolicyId, PolicySet, Request, Schema,
 };
 
+pub(crate) use self::entities::StaticEntities;
 pub(crate) use self::load::load;
 use crate::identity::Identity;
 
@@ -26,12 +28,16 @@ pub(crate) struct Authorization {
     pub policies: PolicySet,
     pub shadow: Option<PolicySet>,
     pub schema: Option<Schema>,
-    pub entities: Entities,
+    /// The entities file, prepared once: each request copies only what it can reach.
+    pub entities: StaticEntities,
     pub timezone: jiff::tz::TimeZone,
     pub principal_type: EntityTypeName,
     pub role_type: EntityTypeName,
     /// Role names that appear in the policies, for explanations.
     pub roles_in_policies: Vec<String>,
+    /// Per route action, the active and shadow policies whose action scope can match it
+    /// (see [`Authorization::slice`]); an action not listed is evaluated against all.
+    pub slices: HashMap<EntityUid, (PolicySet, Option<PolicySet>)>,
 }
 
 impl std::fmt::Debug for Authorization {
@@ -107,7 +113,8 @@ pub struct ShadowDisagreement {
 impl Authorization {
     /// Evaluate the active policies (and the shadow ones, if any).
     pub fn evaluate(&self, input: &AuthzInput<'_>) -> (Verdict, Option<ShadowDisagreement>) {
-        let request = match self.request(input) {
+        let resource = self.resource(input);
+        let request = match self.request(input, resource.clone()) {
             Ok(r) => r,
             Err(error) => {
                 return (
@@ -118,7 +125,7 @@ impl Authorization {
                 );
             }
         };
-        let entities = match self.entities_for(input.identity) {
+        let entities = match self.entities_for(input.identity, &input.target.action, &resource) {
             Ok(e) => e,
             Err(error) => {
                 return (
@@ -129,8 +136,12 @@ impl Authorization {
                 );
             }
         };
-        let verdict = self.run(&self.policies, &request, &entities);
-        let shadow = self.shadow.as_ref().and_then(|shadow| {
+        let (policies, shadow) = match self.slices.get(&input.target.action) {
+            Some((policies, shadow)) => (policies, shadow.as_ref()),
+            None => (&self.policies, self.shadow.as_ref()),
+        };
+        let verdict = self.run(policies, &request, &entities);
+        let shadow = shadow.and_then(|shadow| {
             let candidate = self.run(shadow, &request, &entities);
             (candidate.allowed() != verdict.allowed()).then(|| ShadowDisagreement {
                 active_allowed: verdict.allowed(),
@@ -143,6 +154,49 @@ impl Authorization {
             })
         });
         (verdict, shadow)
+    }
+
+    /// Prepare, for each of `actions`, the policies that can apply to it. A policy whose
+    /// action scope (`action == A`, `action in [A, B]`) cannot match an action is false for
+    /// every request with that action, before its conditions are read: leaving it out
+    /// changes no decision, no reason and no error, and spares evaluating it. The action
+    /// hierarchy is the one of the entities file, as in evaluation.
+    pub fn slice<'a>(&mut self, actions: impl IntoIterator<Item = &'a EntityUid>) {
+        let mut slices = HashMap::new();
+        for action in actions {
+            if slices.contains_key(action) {
+                continue;
+            }
+            let mut scope: Vec<&EntityUid> = self.entities.ancestors(action).collect();
+            scope.push(action);
+            let pick = |set: &PolicySet| {
+                let mut out = PolicySet::new();
+                for policy in set.policies() {
+                    let applies = match policy.action_constraint() {
+                        cedar_policy::ActionConstraint::Any => true,
+                        cedar_policy::ActionConstraint::Eq(uid) => uid == *action,
+                        cedar_policy::ActionConstraint::In(uids) => {
+                            uids.iter().any(|uid| scope.contains(&uid))
+                        }
+                    };
+                    // Ids are unique in the source set; a failure keeps the whole set.
+                    if applies && out.add(policy.clone()).is_err() {
+                        return None;
+                    }
+                }
+                Some(out)
+            };
+            let Some(active) = pick(&self.policies) else {
+                continue;
+            };
+            let shadow = match self.shadow.as_ref().map(pick) {
+                Some(None) => continue,
+                Some(Some(s)) => Some(s),
+                None => None,
+            };
+            slices.insert(action.clone(), (active, shadow));
+        }
+        self.slices = slices;
     }
 
     /// Would the request be allowed if the principal also had `role`? For explanations.
@@ -190,12 +244,15 @@ impl Authorization {
         )
     }
 
-    fn request(&self, input: &AuthzInput<'_>) -> Result<Request, String> {
+    fn resource(&self, input: &AuthzInput<'_>) -> EntityUid {
         let resource_id = fill_params(&input.target.resource_id, input.params);
-        let resource = EntityUid::from_type_name_and_id(
+        EntityUid::from_type_name_and_id(
             input.target.resource_type.clone(),
             EntityId::new(resource_id),
-        );
+        )
+    }
+
+    fn request(&self, input: &AuthzInput<'_>, resource: EntityUid) -> Result<Request, String> {
         let context: Context = context::build(input, &self.timezone)?;
         // The request is not checked against the schema: warden builds it, and its context
         // shape is documented; policies are validated against the schema at load.
@@ -209,12 +266,20 @@ impl Authorization {
         .map_err(|e| e.to_string())
     }
 
-    fn entities_for(&self, identity: &Identity) -> Result<Entities, String> {
-        let parents = identity
-            .roles
-            .iter()
-            .map(|r| EntityUid::from_type_name_and_id(self.role_type.clone(), EntityId::new(r)))
-            .collect();
+    fn entities_for(
+        &self,
+        identity: &Identity,
+        action: &EntityUid,
+        resource: &EntityUid,
+    ) -> Result<Entities, String> {
+        // The roles and, since the principal joins a store whose hierarchy is already
+        // closed, every ancestor of the roles in the entities file.
+        let mut parents = std::collections::HashSet::new();
+        for role in &identity.roles {
+            let uid = EntityUid::from_type_name_and_id(self.role_type.clone(), EntityId::new(role));
+            parents.extend(self.entities.ancestors(&uid).cloned());
+            parents.insert(uid);
+        }
         let mut attrs = HashMap::new();
         for (name, value) in &identity.attributes {
             attrs.insert(name.clone(), context::json_to_expr(value)?);
@@ -227,10 +292,7 @@ impl Authorization {
             Entity::new(self.principal(identity), attrs, parents).map_err(|e| e.to_string())?;
         // The principal comes from the verified identity; an entity of the same uid in the
         // entities file is replaced for this request.
-        self.entities
-            .clone()
-            .upsert_entities([principal], None)
-            .map_err(|e| e.to_string())
+        self.entities.for_request(principal, action, resource)
     }
 }
 

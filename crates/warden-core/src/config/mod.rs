@@ -365,7 +365,8 @@ impl Config {
         out
     }
 
-    /// Replace the fetched keys of a JWT source with those of a JWKS document.
+    /// Replace the fetched keys of a JWT source with those of a JWKS document. When the
+    /// keys change, the source's verified-token cache is flushed.
     ///
     /// # Errors
     /// When the source is unknown or not a JWT source, or the document holds no usable key.
@@ -375,7 +376,7 @@ impl Config {
         };
         let keys = crate::auth::jwt::KeySet::from_jwks(jwks).map_err(|e| e.to_string())?;
         let count = keys.len();
-        jwt.fetched_keys.store(Arc::new(keys));
+        jwt.set_fetched_keys(keys);
         Ok(count)
     }
 

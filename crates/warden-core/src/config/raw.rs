@@ -273,6 +273,8 @@ pub(crate) struct RawSource {
     pub max_token_bytes: Option<Spanned<usize>>,
     /// Claims passed on to authorization as principal attributes.
     pub attributes: Option<Spanned<Vec<String>>>,
+    /// How many verified tokens to remember; 0 turns the cache off.
+    pub token_cache: Option<Spanned<u64>>,
     // jwt keys, api keys and basic users
     pub keys: Option<Spanned<Vec<Spanned<RawKey>>>>,
     // api_key

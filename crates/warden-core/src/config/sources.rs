@@ -16,6 +16,7 @@ use super::raw::{RawKey, RawSource};
 use crate::auth::Source;
 use crate::auth::api_key::{ApiKeyEntry, ApiKeySource};
 use crate::auth::basic::{BasicSource, BasicUser, PasswordHashKind};
+use crate::auth::cache::{DEFAULT_CAPACITY, TokenCache};
 use crate::auth::jwt::{JwtSource, KeySet, VerifyKey, is_hmac};
 
 /// The shortest HMAC secret accepted: RFC 7518 §3.2 wants a key at least as long as the hash.
@@ -46,6 +47,7 @@ pub(super) fn check_source(
             ("issuer", raw.issuer.is_some()),
             ("users", raw.users.is_some()),
             ("attributes", raw.attributes.is_some()),
+            ("token_cache", raw.token_cache.is_some()),
         ],
         "basic" => &[
             ("algorithms", raw.algorithms.is_some()),
@@ -53,6 +55,7 @@ pub(super) fn check_source(
             ("header", raw.header.is_some()),
             ("cookie", raw.cookie.is_some()),
             ("attributes", raw.attributes.is_some()),
+            ("token_cache", raw.token_cache.is_some()),
         ],
         other => {
             errors.at(
@@ -254,7 +257,10 @@ fn check_jwt(
         require_nbf: require.iter().any(|c| c == "nbf"),
         require_iat: require.iter().any(|c| c == "iat"),
         require_jti: require.iter().any(|c| c == "jti"),
-        static_keys: KeySet { keys },
+        static_keys: KeySet {
+            keys,
+            fingerprint: None,
+        },
         fetched_keys: ArcSwap::from_pointee(KeySet::default()),
         jwks_url: raw.jwks_url.as_ref().map(|u| u.get_ref().clone()),
         jwks_refresh,
@@ -273,6 +279,11 @@ fn check_jwt(
             .as_ref()
             .map(|a| a.get_ref().clone())
             .unwrap_or_default(),
+        cache: TokenCache::new(
+            raw.token_cache
+                .as_ref()
+                .map_or(DEFAULT_CAPACITY, |c| *c.get_ref()),
+        ),
     })
 }
 

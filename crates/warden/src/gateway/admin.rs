@@ -183,6 +183,9 @@ async fn revoke_answer(
     };
     match shared.store.load_full().revoke(&revocation).await {
         Ok(()) => {
+            // Revocation is checked on every request anyway; flushing also stops the
+            // revoked token from being remembered as verified.
+            shared.engine.load().flush_token_cache();
             tracing::info!(?revocation, "revoked");
             (
                 StatusCode::OK,

@@ -125,7 +125,8 @@ pub(crate) fn prepare_request_headers(
     for (name, value) in &forward.add {
         headers.insert(name.clone(), value.clone());
     }
-    if let Ok(v) = HeaderValue::from_str(&client.to_string()) {
+    // The address's text becomes the header's bytes without a copy.
+    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(client.to_string())) {
         headers.insert(HeaderName::from_static("x-forwarded-for"), v);
     }
     headers.insert(

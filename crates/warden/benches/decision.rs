@@ -1,0 +1,69 @@
+//! A full decision of the decision core for the demo configuration, with a cached token:
+//! normalize, client address, route, authenticate (a cache hit), roles, forward headers.
+//!
+//! `cargo bench -p warden --bench decision -- --warm-up-time 1 --measurement-time 3`
+//! (results and the machine they were taken on: `BENCHMARKS.md`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::hint::black_box;
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use http::{HeaderMap, HeaderValue, Method, header};
+use warden_core::limit::memory::MemoryState;
+use warden_core::{Engine, Progress, RequestView};
+
+fn demo_engine() -> Engine {
+    let upstream = SocketAddr::from(([127, 0, 0, 1], 9));
+    Engine::new(warden::demo::config(upstream).unwrap())
+}
+
+/// The headers of a typical API call with the demo's admin token.
+fn headers() -> HeaderMap {
+    let token = warden::demo::token("ada", &["admin"], Duration::from_secs(3600)).unwrap();
+    let mut headers = HeaderMap::new();
+    headers.insert(header::HOST, HeaderValue::from_static("127.0.0.1:8080"));
+    headers.insert(header::USER_AGENT, HeaderValue::from_static("curl/8.5.0"));
+    headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+    headers.insert(
+        header::AUTHORIZATION,
+        HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
+    );
+    headers
+}
+
+fn decision(c: &mut Criterion) {
+    let engine = demo_engine();
+    let headers = headers();
+    let view = RequestView::new(&Method::GET, "/docs/7", &headers, [127, 0, 0, 1].into());
+    let now = SystemTime::now();
+    // The first decision verifies the token and fills the cache.
+    assert!(engine.decide(&view, now).is_allowed());
+
+    let mut group = c.benchmark_group("decision_demo_cached_token");
+    group.bench_function("decide", |b| {
+        b.iter(|| engine.decide(black_box(&view), now));
+    });
+    // As the gateway drives it: the revocation check answered by the in-memory store.
+    let state = MemoryState::new(100_000);
+    group.bench_function("begin_resume_memory_state", |b| {
+        b.iter(|| {
+            let mut progress = engine.begin(black_box(&view), now);
+            loop {
+                match progress {
+                    Progress::Decided(decision) => break decision,
+                    Progress::NeedsState(pending) => {
+                        let answers = state.answer(pending.checks(), now);
+                        progress = engine.resume(&view, pending, Ok(answers));
+                    }
+                }
+            }
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(benches, decision);
+criterion_main!(benches);
