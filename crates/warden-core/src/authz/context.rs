@@ -23,7 +23,6 @@ pub(super) fn build(input: &AuthzInput<'_>, tz: &jiff::tz::TimeZone) -> Result<C
     let timestamp = jiff::Timestamp::from_millisecond(input.now_ms).map_err(|e| e.to_string())?;
     let local = timestamp.to_zoned(tz.clone());
     let weekday = local.weekday();
-    let now = format!("{}", timestamp.strftime("%Y-%m-%dT%H:%M:%S%.3fZ"));
     let local_record = RestrictedExpression::new_record([
         (
             "hour".to_owned(),
@@ -55,11 +54,11 @@ pub(super) fn build(input: &AuthzInput<'_>, tz: &jiff::tz::TimeZone) -> Result<C
     )
     .map_err(|e| e.to_string())?;
     Context::from_pairs([
+        ("ip".to_owned(), ip_expression(input.client)),
         (
-            "ip".to_owned(),
-            RestrictedExpression::new_ip(input.client.to_string()),
+            "now".to_owned(),
+            datetime_expression(input.now_ms, timestamp),
         ),
-        ("now".to_owned(), RestrictedExpression::new_datetime(now)),
         ("local".to_owned(), local_record),
         (
             "scopes".to_owned(),
@@ -86,6 +85,50 @@ pub(super) fn build(input: &AuthzInput<'_>, tz: &jiff::tz::TimeZone) -> Result<C
         ),
     ])
     .map_err(|e| e.to_string())
+}
+
+/// The `ip` value of an address. Cedar parses the extension function's name anew each time
+/// an `ip(…)` expression is made, which costs more than the rest of the context together; the
+/// expressions of recent client addresses are kept per thread (a small bounded map).
+fn ip_expression(address: std::net::IpAddr) -> RestrictedExpression {
+    const MAX: usize = 1024;
+    thread_local! {
+        static RECENT: std::cell::RefCell<std::collections::HashMap<std::net::IpAddr, RestrictedExpression>> =
+            std::cell::RefCell::new(std::collections::HashMap::new());
+    }
+    RECENT.with(|recent| {
+        let mut recent = recent.borrow_mut();
+        if let Some(expr) = recent.get(&address) {
+            return expr.clone();
+        }
+        let expr = RestrictedExpression::new_ip(address.to_string());
+        if recent.len() >= MAX {
+            recent.clear();
+        }
+        recent.insert(address, expr.clone());
+        expr
+    })
+}
+
+/// The `datetime` value of the decision's time, kept for the current millisecond per
+/// thread: under load many decisions share one (the same cost as `ip_expression` saves).
+fn datetime_expression(now_ms: i64, timestamp: jiff::Timestamp) -> RestrictedExpression {
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(i64, RestrictedExpression)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        match last.as_ref() {
+            Some((ms, expr)) if *ms == now_ms => expr.clone(),
+            _ => {
+                let text = timestamp.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
+                let expr = RestrictedExpression::new_datetime(text);
+                *last = Some((now_ms, expr.clone()));
+                expr
+            }
+        }
+    })
 }
 
 /// A JSON claim as a Cedar value: strings, integers, booleans, arrays (sets) and objects
