@@ -2,7 +2,7 @@
 
 use std::net::IpAddr;
 
-use http::{HeaderMap, Method};
+use http::{HeaderMap, HeaderValue, Method};
 
 /// A borrowed view of one request. The gateway, the tower layer and the CLI build it from
 /// whatever they hold; the engine never owns or mutates the request.
@@ -78,6 +78,46 @@ impl<'a> RequestView<'a> {
         }
         html > 0.0 && html > json
     }
+}
+
+/// A header's value if it is sent exactly once: a browser sends `Origin` or
+/// `Sec-Fetch-Site` once, so two values are treated as none (and the checks that read them
+/// fail closed).
+pub(crate) fn single_header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h HeaderValue> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next()?;
+    values.next().is_none().then_some(first)
+}
+
+/// A cookie name sent more than once (cookie tossing: a sibling site planting a second
+/// cookie of the same name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CookieSentTwice;
+
+/// The trimmed value of the named cookie across every `Cookie` header, `None` when absent
+/// or empty.
+///
+/// # Errors
+/// When the name is sent twice.
+pub(crate) fn cookie<'h>(
+    headers: &'h HeaderMap,
+    name: &str,
+) -> Result<Option<&'h str>, CookieSentTwice> {
+    let mut found = None;
+    for value in headers.get_all(http::header::COOKIE) {
+        let Ok(text) = value.to_str() else { continue };
+        for pair in text.split(';') {
+            if let Some((n, v)) = pair.trim().split_once('=')
+                && n.trim() == name
+            {
+                if found.is_some() {
+                    return Err(CookieSentTwice);
+                }
+                found = Some(v.trim());
+            }
+        }
+    }
+    Ok(found.filter(|v| !v.is_empty()))
 }
 
 #[cfg(test)]

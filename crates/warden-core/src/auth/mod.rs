@@ -267,24 +267,12 @@ fn decode_basic(credentials: &str) -> Result<(String, String), Reason> {
     Ok((user.to_owned(), password.to_owned()))
 }
 
-/// The value of the named cookie, refusing a name sent twice (cookie tossing).
+/// The value of the named cookie (without the quotes a cookie value may carry), refusing a
+/// name sent twice (cookie tossing).
 fn find_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, Reason> {
-    let mut found = None;
-    for value in headers.get_all(header::COOKIE) {
-        let Ok(text) = value.to_str() else { continue };
-        for pair in text.split(';') {
-            let Some((n, v)) = pair.trim().split_once('=') else {
-                continue;
-            };
-            if n.trim() == name {
-                if found.is_some() {
-                    return Err(malformed("The session cookie was sent more than once"));
-                }
-                found = Some(v.trim().trim_matches('"'));
-            }
-        }
-    }
-    Ok(found.filter(|v| !v.is_empty()))
+    let value = crate::request::cookie(headers, name)
+        .map_err(|_| malformed("The session cookie was sent more than once"))?;
+    Ok(value.map(|v| v.trim_matches('"')).filter(|v| !v.is_empty()))
 }
 
 #[cfg(test)]

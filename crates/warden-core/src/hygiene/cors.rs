@@ -128,11 +128,7 @@ impl CorsSettings {
     }
 
     fn allowed_origin(&self, headers: &HeaderMap) -> Option<HeaderValue> {
-        let mut values = headers.get_all(http::header::ORIGIN).iter();
-        let origin = values.next()?;
-        if values.next().is_some() {
-            return None;
-        }
+        let origin = crate::request::single_header(headers, "origin")?;
         let text = origin.to_str().ok()?.trim();
         match &self.origins {
             AllowedOrigins::Any => Some(HeaderValue::from_static("*")),

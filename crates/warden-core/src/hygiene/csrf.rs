@@ -64,7 +64,8 @@ impl CsrfSettings {
             }
         }
         if let Some(ds) = &self.double_submit {
-            let cookie = cookie_value(headers, &ds.cookie);
+            // A cookie sent twice proves nothing: treated as missing.
+            let cookie = crate::request::cookie(headers, &ds.cookie).ok().flatten();
             let header = headers
                 .get(&ds.header)
                 .map(http::HeaderValue::as_bytes)
@@ -87,13 +88,7 @@ impl CsrfSettings {
 
 /// A header's value, if it is sent exactly once and readable.
 fn single<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
-    let mut values = headers.get_all(name).iter();
-    let first = values.next()?;
-    if values.next().is_some() {
-        // Two values cannot both be the browser's: treat as absent (and fail closed later).
-        return None;
-    }
-    first.to_str().ok()
+    crate::request::single_header(headers, name)?.to_str().ok()
 }
 
 /// Whether `Origin` names the host the request was sent to.
@@ -107,25 +102,6 @@ fn same_origin(origin: &str, headers: &HeaderMap) -> bool {
     matches!(scheme.to_ascii_lowercase().as_str(), "http" | "https")
         && !authority.is_empty()
         && authority.eq_ignore_ascii_case(host.trim())
-}
-
-fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
-    let mut found = None;
-    for value in headers.get_all(http::header::COOKIE) {
-        let Ok(text) = value.to_str() else { continue };
-        for pair in text.split(';') {
-            if let Some((n, v)) = pair.trim().split_once('=')
-                && n.trim() == name
-            {
-                if found.is_some() {
-                    // Cookie tossing: a second cookie of the same name is refused.
-                    return None;
-                }
-                found = Some(v.trim());
-            }
-        }
-    }
-    found.filter(|v| !v.is_empty())
 }
 
 #[cfg(test)]
