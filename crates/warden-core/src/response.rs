@@ -351,6 +351,38 @@ fn challenge_values(reason: &Reason, schemes: &[Scheme], realm: &str) -> Vec<Hea
     out
 }
 
+/// The headers every answer to a decided request carries, whoever renders it (a refusal,
+/// the upstream's answer, an embedding app's): the `RateLimit` fields of the limits applied,
+/// and for an allowed origin the CORS grant with `Vary: Origin`. A preflight's own answer
+/// ([`render_preflight`]) carries its grant already.
+#[must_use]
+pub fn decision_headers(decision: &Decision) -> Vec<(HeaderName, HeaderValue)> {
+    let mut out = rate_limit_headers(&decision.limits);
+    if let (Some(grant), false) = (
+        &decision.cors,
+        matches!(decision.verdict, crate::decision::Verdict::Preflight),
+    ) {
+        out.extend(cors_headers(grant));
+        out.push((header::VARY, HeaderValue::from_static("Origin")));
+    }
+    out
+}
+
+/// Add [`decision_headers`] to an answer: `Vary` joins what the answer varies on already;
+/// the others replace any the answer had.
+pub fn add_decision_headers(
+    headers: &mut http::HeaderMap,
+    extra: impl IntoIterator<Item = (HeaderName, HeaderValue)>,
+) {
+    for (name, value) in extra {
+        if name == header::VARY {
+            headers.append(name, value);
+        } else {
+            headers.insert(name, value);
+        }
+    }
+}
+
 /// `RateLimit-Policy` and `RateLimit` (IETF httpapi draft) for the limits applied to a
 /// request: every policy in `RateLimit-Policy`, the one closest to its limit in `RateLimit`.
 #[must_use]

@@ -36,8 +36,8 @@ pin_project! {
 /// What to do to the inner service's response.
 #[derive(Debug)]
 pub(crate) struct Finish {
-    /// The `RateLimit-Policy` and `RateLimit` headers of the limits applied.
-    pub rate_limit: Vec<(HeaderName, HeaderValue)>,
+    /// The headers every answer carries (`RateLimit` fields, CORS for an allowed origin).
+    pub decision_headers: Vec<(HeaderName, HeaderValue)>,
     /// On a concealed route, how to replace the inner service's 404 with the canonical one.
     pub concealed: Option<Concealed>,
 }
@@ -108,9 +108,7 @@ impl Finish {
             }
             _ => response.map(WardenBody::inner),
         };
-        for (name, value) in self.rate_limit {
-            response.headers_mut().insert(name, value);
-        }
+        response::add_decision_headers(response.headers_mut(), self.decision_headers);
         response
     }
 }

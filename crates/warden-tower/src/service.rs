@@ -75,10 +75,7 @@ where
             hook(&decision);
         }
         // Headers every answer carries: the rate limits, and CORS for an allowed origin.
-        let mut rate_limit = response::rate_limit_headers(&decision.limits);
-        if let Some(grant) = &decision.cors {
-            rate_limit.extend(response::cors_headers(grant));
-        }
+        let decision_headers = response::decision_headers(&decision);
 
         let mut response = match &decision.verdict {
             Verdict::Deny(deny) => {
@@ -88,7 +85,7 @@ where
             Verdict::Allow(allow) => match authorized(request, &decision, allow) {
                 Ok(request) => {
                     let finish = Finish {
-                        rate_limit,
+                        decision_headers,
                         concealed: allow.concealed.then(|| Concealed {
                             engine: Arc::clone(engine),
                             id: decision.id,
@@ -115,9 +112,7 @@ where
                 ),
             },
         };
-        for (name, value) in rate_limit {
-            response.headers_mut().insert(name, value);
-        }
+        response::add_decision_headers(response.headers_mut(), decision_headers);
         ResponseFuture::refused(response)
     }
 }

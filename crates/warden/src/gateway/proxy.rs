@@ -116,20 +116,10 @@ pub(crate) async fn handle(
             answer
         }
     };
-    for (name, value) in response::rate_limit_headers(&decision.limits) {
-        response.headers_mut().insert(name, value);
-    }
-    if let (Some(grant), false) = (
-        &decision.cors,
-        matches!(decision.verdict, Verdict::Preflight),
-    ) {
-        for (name, value) in response::cors_headers(grant) {
-            response.headers_mut().insert(name, value);
-        }
-        response
-            .headers_mut()
-            .append(http::header::VARY, http::HeaderValue::from_static("Origin"));
-    }
+    response::add_decision_headers(
+        response.headers_mut(),
+        response::decision_headers(&decision),
+    );
     count_waf(&shared, &decision);
     count_refusal(&shared, &engine, &decision);
     let facts = RequestFacts {
