@@ -454,6 +454,8 @@ pub struct Allow {
     pub headers: ForwardHeaders,
     /// Whether the route is concealed (the upstream's own 404 is replaced by the canonical one).
     pub concealed: bool,
+    /// The route's body limit: the driver enforces it while streaming the body (413 above).
+    pub body_limit: u64,
 }
 
 /// A refused request.
@@ -510,6 +512,9 @@ pub struct Decision {
     pub detections: Vec<crate::hygiene::Detection>,
     /// CORS headers to add to whatever answers the request (an allowed origin only).
     pub cors: Option<crate::hygiene::CorsGrant>,
+    /// How many times the path was looked up in the router (one for a routed request).
+    #[doc(hidden)]
+    pub path_lookups: u32,
 }
 
 impl Decision {

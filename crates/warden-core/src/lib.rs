@@ -27,8 +27,10 @@
 
 pub mod auth;
 mod authz;
+pub mod body;
 pub mod config;
 pub mod decision;
+mod driver;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod hygiene;
@@ -37,19 +39,24 @@ pub mod limit;
 pub mod network;
 pub mod normalize;
 mod pipeline;
+mod protocol;
 pub mod request;
 pub mod response;
 pub mod route;
 
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
+pub use auth::{PasswordCheck, PasswordVerdict};
 pub use authz::ShadowDisagreement;
 pub use config::{Config, ConfigError, ConfigErrors};
 pub use decision::{Decision, DecisionId, Reason, Stage, Verdict};
+pub use driver::{Host, drive};
 pub use identity::Identity;
 pub use limit::{StateAnswer, StateCheck, StateUnavailable};
-pub use pipeline::Step;
+pub use protocol::{Answer, BodyRead, Need, Pending, Progress};
 pub use request::RequestView;
+
+use pipeline::{Ctx, Mode};
 
 /// The decision engine for one configuration. Cheap to share behind an `Arc`; a reload
 /// builds a new engine and swaps it whole.
@@ -108,81 +115,50 @@ impl Engine {
         Some(jwt.verify_uncached(token, now, kind).map(|(id, _)| id))
     }
 
-    /// Decide one request at time `now`, without a state backend: rate limits, bans and
-    /// revocations are not evaluated. The gateway uses [`Engine::begin`] instead.
+    /// Decide one request at time `now`, without a driver: rate limits, bans and
+    /// revocations are not evaluated, the WAF reads only a body the view carries, and
+    /// passwords are checked in this call. Front ends use [`drive`] instead.
     #[must_use]
     pub fn decide(&self, request: &RequestView<'_>, now: SystemTime) -> Decision {
-        let mut run = Run::new(request, now, None, false);
-        match self.step(request, &mut run, None, pipeline::Resume::Start) {
-            Progress::Decided(decision) => decision,
-            // Without a state backend the pipeline never waits; this arm is unreachable in
-            // practice and fails closed if it is not.
-            Progress::NeedsState(_) => self.unavailable(request, now),
-        }
+        let mut cx = Ctx::new(request, now, Mode::Alone);
+        self.run(request, &mut cx, &mut None)
+            .unwrap_or_else(|_| self.unavailable(request, now))
     }
 
-    /// Start deciding one request with a state backend. The engine either decides or asks
-    /// for the answers to some [`StateCheck`]s; answer them (in order) and call
-    /// [`Engine::resume`], until it decides.
-    #[must_use]
-    pub fn begin(&self, request: &RequestView<'_>, now: SystemTime) -> Progress {
-        let mut run = Run::new(request, now, None, true);
-        self.step(request, &mut run, None, pipeline::Resume::Start)
+    /// Start deciding one request with a driver. The engine either decides or says what it
+    /// [`Need`]s; answer it and call [`Engine::resume`] until it decides. [`drive`] is
+    /// that loop.
+    pub fn begin<'e>(&'e self, request: &RequestView<'_>, now: SystemTime) -> Progress<'e> {
+        let cx = Ctx::new(request, now, Mode::Driven);
+        self.step(request, cx, None)
     }
 
-    /// Continue a decision with the backend's answers (or its failure).
-    #[must_use]
-    pub fn resume(
-        &self,
+    /// Continue a decision with the driver's answer to its need. Only the stages from the
+    /// one that asked run again.
+    pub fn resume<'e>(
+        &'e self,
         request: &RequestView<'_>,
-        pending: Pending,
-        answers: Result<Vec<StateAnswer>, StateUnavailable>,
-    ) -> Progress {
-        let mut run = pending.run;
-        self.step(request, &mut run, Some(answers), pending.resume)
-    }
-
-    /// What the driver must do with the request's body before deciding: the limit to
-    /// enforce while streaming it, and whether to read it for the WAF first.
-    #[must_use]
-    pub fn body_plan(&self, request: &RequestView<'_>) -> hygiene::BodyPlan {
-        let settings = &self.config.hygiene;
-        let route = normalize::normalize(request.target)
-            .ok()
-            .map(|mut target| {
-                pipeline::apply_path_policies(settings, &mut target);
-                target
-            })
-            .and_then(
-                |target| match self.config.router.at(request.method, &target.path) {
-                    route::RouteMatch::Found(_, route, _) => Some(route),
-                    _ => None,
-                },
-            );
-        let Some(route) = route else {
-            // Refused before the body matters (400, 404, 405).
-            return hygiene::BodyPlan {
-                max: settings.max_body,
-                inspect: None,
-            };
-        };
-        let mode = route.hygiene.waf.unwrap_or(settings.waf);
-        hygiene::BodyPlan {
-            max: route.hygiene.max_body.unwrap_or(settings.max_body),
-            inspect: (mode != hygiene::WafMode::Off).then_some(settings.waf_body_limit),
-        }
+        pending: Pending<'e>,
+        answer: Answer,
+    ) -> Progress<'e> {
+        let Pending {
+            mut cx,
+            routed,
+            need,
+        } = pending;
+        cx.asked = Some((need, answer));
+        self.step(request, cx, routed)
     }
 
     /// A refusal for a request the driver could not finish deciding (the state backend or
     /// the runtime failed): 503, never an allow.
     #[must_use]
     pub fn unavailable(&self, request: &RequestView<'_>, now: SystemTime) -> Decision {
-        let mut run = Run::new(request, now, None, false);
-        let opts = run.options(None, None);
-        run.decision(
-            pipeline::Outcome::refused(Stage::RateLimit, Reason::StateUnavailable),
-            &opts,
-        )
+        Ctx::new(request, now, Mode::Alone).decision(pipeline::Outcome::deny(
+            Stage::RateLimit,
+            None,
+            Reason::StateUnavailable,
+        ))
     }
 
     /// Decide one request and record every stage it went through. With `assume`, the
@@ -195,160 +171,47 @@ impl Engine {
         now: SystemTime,
         assume: Option<Identity>,
     ) -> Explanation {
-        let mut steps = Vec::new();
-        let mut run = Run::new(request, now, assume, false);
-        let mut opts = run.options(Some(&mut steps), None);
-        let progress = pipeline::run(&self.config, request, &mut opts, pipeline::Resume::Start);
-        let mut hints = std::mem::take(&mut opts.hints);
-        let decision = match progress {
-            pipeline::Progress::Done(outcome) => run.decision(outcome, &opts),
-            pipeline::Progress::Need { .. } => {
-                let outcome =
-                    pipeline::Outcome::refused(Stage::RateLimit, Reason::StateUnavailable);
-                run.decision(outcome, &opts)
-            }
-        };
+        let mut cx = Ctx::new(request, now, Mode::Alone);
+        cx.assume = assume;
+        cx.trace = Some(Vec::new());
+        let decision = self
+            .run(request, &mut cx, &mut None)
+            .unwrap_or_else(|_| self.unavailable(request, now));
+        let mut hints = std::mem::take(&mut cx.hints);
         if let Some(reason) = decision.reason() {
             hints.extend(hint(reason));
         }
         Explanation {
             decision,
-            steps,
+            steps: cx.trace.take().unwrap_or_default(),
             hints,
         }
     }
 
-    fn step(
-        &self,
+    fn step<'e>(
+        &'e self,
         request: &RequestView<'_>,
-        run: &mut Run,
-        answers: Option<Result<Vec<StateAnswer>, StateUnavailable>>,
-        resume: pipeline::Resume,
-    ) -> Progress {
-        let mut opts = run.options(None, answers);
-        match pipeline::run(&self.config, request, &mut opts, resume) {
-            pipeline::Progress::Done(outcome) => Progress::Decided(run.decision(outcome, &opts)),
-            pipeline::Progress::Need { checks, resume } => {
-                run.client = opts.client;
-                run.state_unavailable |= opts.state_unavailable;
-                run.detections = std::mem::take(&mut opts.detections);
-                run.cors = opts.cors.take();
-                Progress::NeedsState(Pending {
-                    checks,
-                    resume,
-                    run: run.clone(),
-                })
-            }
+        mut cx: Ctx,
+        mut routed: Option<pipeline::Routed<'e>>,
+    ) -> Progress<'e> {
+        match self.run(request, &mut cx, &mut routed) {
+            Ok(decision) => Progress::Decided(decision),
+            Err(need) => Progress::Needs(Pending { cx, routed, need }),
         }
     }
-}
 
-/// A decision in progress: the identity of the decision and what it has learnt so far.
-#[derive(Debug, Clone)]
-struct Run {
-    id: DecisionId,
-    started: Instant,
-    now_ms: i64,
-    assume: Option<Identity>,
-    stateful: bool,
-    client: std::net::IpAddr,
-    state_unavailable: bool,
-    detections: Vec<hygiene::Detection>,
-    cors: Option<hygiene::CorsGrant>,
-}
-
-impl Run {
-    fn new(
+    /// The stages, from where `cx` stands: a decision, or what the driver must answer.
+    fn run<'e>(
+        &'e self,
         request: &RequestView<'_>,
-        now: SystemTime,
-        assume: Option<Identity>,
-        stateful: bool,
-    ) -> Self {
-        let now_ms = now
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-        Self {
-            id: DecisionId::new(),
-            started: Instant::now(),
-            now_ms,
-            assume,
-            stateful,
-            client: request.peer,
-            state_unavailable: false,
-            detections: Vec::new(),
-            cors: None,
+        cx: &mut Ctx,
+        routed: &mut Option<pipeline::Routed<'e>>,
+    ) -> Result<Decision, Need> {
+        match pipeline::run(&self.config, request, cx, routed) {
+            Ok(outcome) => Ok(cx.decision(outcome)),
+            Err(pipeline::Stop::Done(outcome)) => Ok(cx.decision(*outcome)),
+            Err(pipeline::Stop::Need(need)) => Err(need),
         }
-    }
-
-    fn options<'t>(
-        &mut self,
-        trace: Option<&'t mut Vec<Step>>,
-        answers: Option<Result<Vec<StateAnswer>, StateUnavailable>>,
-    ) -> pipeline::RunOptions<'t> {
-        pipeline::RunOptions {
-            now_ms: self.now_ms,
-            decision_id: self.id,
-            assume: self.assume.take(),
-            trace,
-            hints: Vec::new(),
-            client: self.client,
-            stateful: self.stateful,
-            answers,
-            state_unavailable: self.state_unavailable,
-            detections: std::mem::take(&mut self.detections),
-            cors: self.cors.take(),
-        }
-    }
-
-    fn decision(&self, outcome: pipeline::Outcome, opts: &pipeline::RunOptions<'_>) -> Decision {
-        // A refusal on a concealed route must be byte-identical to an unknown path's 404:
-        // no CORS headers there.
-        let concealed = matches!(&outcome.verdict, Verdict::Deny(d) if d.concealed);
-        Decision {
-            id: self.id,
-            stage: outcome.stage,
-            route: outcome.route,
-            verdict: outcome.verdict,
-            elapsed: self.started.elapsed(),
-            policies: outcome.policies,
-            shadow: outcome.shadow,
-            client: opts.client,
-            limits: outcome.limits,
-            state_unavailable: opts.state_unavailable,
-            detections: opts.detections.clone(),
-            cors: if concealed { None } else { opts.cors.clone() },
-        }
-    }
-}
-
-/// Where a decision stands.
-#[derive(Debug)]
-pub enum Progress {
-    /// Decided.
-    Decided(Decision),
-    /// Waiting for the state backend's answers to [`Pending::checks`].
-    NeedsState(Pending),
-}
-
-/// A decision waiting for state answers; pass it back to [`Engine::resume`].
-#[derive(Debug)]
-pub struct Pending {
-    checks: Vec<StateCheck>,
-    resume: pipeline::Resume,
-    run: Run,
-}
-
-impl Pending {
-    /// The questions for the backend, to be answered in this order.
-    #[must_use]
-    pub fn checks(&self) -> &[StateCheck] {
-        &self.checks
-    }
-
-    /// The client address the checks are about.
-    #[must_use]
-    pub fn client(&self) -> std::net::IpAddr {
-        self.run.client
     }
 }
 
@@ -403,6 +266,17 @@ fn hint(reason: &Reason) -> Option<String> {
             return None;
         }
     })
+}
+
+/// One stage of an explained decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    /// The stage.
+    pub stage: Stage,
+    /// Whether the request passed it.
+    pub passed: bool,
+    /// What the stage saw or decided.
+    pub note: String,
 }
 
 /// A decision with the stages it went through.

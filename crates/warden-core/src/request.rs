@@ -16,7 +16,7 @@ pub struct RequestView<'a> {
     pub headers: &'a HeaderMap,
     /// The address of the TCP peer.
     pub peer: IpAddr,
-    /// The body, when the driver read it for inspection (see [`crate::Engine::body_plan`]).
+    /// The body, when the driver read it for inspection (see [`crate::Need::Body`]).
     pub body: BodyView<'a>,
 }
 

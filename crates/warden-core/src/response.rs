@@ -12,7 +12,9 @@ use http::{Response, StatusCode};
 use serde_json::json;
 
 use crate::config::Config;
-use crate::decision::{Decision, DecisionId, Deny, Reason, Scheme, Verbosity, list_or_none};
+use crate::decision::{
+    Allow, Decision, DecisionId, Deny, Reason, Scheme, Verbosity, Verdict, list_or_none,
+};
 use crate::hygiene::CorsGrant;
 use crate::limit::Applied;
 
@@ -34,6 +36,26 @@ impl<'a> From<&'a Config> for Branding<'a> {
     }
 }
 
+/// What a front end does with a decision.
+#[derive(Debug)]
+pub enum Rendered<'d> {
+    /// Answer with this response (a refusal, or a granted preflight); nothing is forwarded.
+    Respond(Response<Bytes>),
+    /// Forward the request as allowed.
+    Forward(&'d Allow),
+}
+
+/// The one call every front end makes with a decision: the response for a refusal or a
+/// preflight, or the allow to forward.
+#[must_use]
+pub fn render<'d>(decision: &'d Decision, branding: Branding<'_>, html: bool) -> Rendered<'d> {
+    match &decision.verdict {
+        Verdict::Deny(deny) => Rendered::Respond(render_deny(decision.id, deny, branding, html)),
+        Verdict::Preflight => Rendered::Respond(render_preflight(decision.cors.as_ref())),
+        Verdict::Allow(allow) => Rendered::Forward(allow),
+    }
+}
+
 /// The response for a refused decision; `None` for an allowed one.
 #[must_use]
 pub fn render_decision(
@@ -41,12 +63,9 @@ pub fn render_decision(
     branding: Branding<'_>,
     html: bool,
 ) -> Option<Response<Bytes>> {
-    match &decision.verdict {
-        crate::decision::Verdict::Deny(deny) => {
-            Some(render_deny(decision.id, deny, branding, html))
-        }
-        crate::decision::Verdict::Preflight => Some(render_preflight(decision.cors.as_ref())),
-        crate::decision::Verdict::Allow(_) => None,
+    match render(decision, branding, html) {
+        Rendered::Respond(response) => Some(response),
+        Rendered::Forward(_) => None,
     }
 }
 

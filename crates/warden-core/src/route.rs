@@ -55,19 +55,59 @@ impl Route {
     }
 }
 
-/// The result of routing one request.
+/// The routes at one path: found once per request, then asked by method as often as
+/// needed (a CORS preflight asks for the method it announces, and for the path's methods).
 #[derive(Debug)]
-pub(crate) enum RouteMatch<'a> {
-    /// The route (its index and itself) for this method and path, with the path parameters.
-    Found(usize, &'a Route, Vec<(String, String)>),
+pub(crate) struct PathMatch<'a> {
+    routes: Vec<&'a Route>,
+    params: Vec<(String, String)>,
+}
+
+/// What a path offers a method.
+#[derive(Debug)]
+pub(crate) enum MethodMatch<'a> {
+    /// The route for this method.
+    Found(&'a Route),
     /// The path exists with other methods.
     WrongMethod {
         allow: Vec<Method>,
         /// Every route at the path is concealed: answer as if the path did not exist.
         concealed: bool,
     },
-    /// No route has this path.
-    NotFound,
+}
+
+impl<'a> PathMatch<'a> {
+    /// The route for `method`, or the methods the path accepts.
+    pub fn method(&self, method: &Method) -> MethodMatch<'a> {
+        match self.routes.iter().find(|r| r.accepts(method)) {
+            Some(route) => MethodMatch::Found(route),
+            None => MethodMatch::WrongMethod {
+                allow: self.allow(),
+                concealed: self.routes.iter().all(|r| r.concealed),
+            },
+        }
+    }
+
+    /// Every method of every route at the path, as a 405 lists them (`HEAD` wherever `GET`).
+    pub fn allow(&self) -> Vec<Method> {
+        let mut allow = Vec::new();
+        for route in &self.routes {
+            for m in &route.methods {
+                if !allow.contains(m) {
+                    allow.push(m.clone());
+                }
+            }
+            if route.methods.contains(&Method::GET) && !allow.contains(&Method::HEAD) {
+                allow.push(Method::HEAD);
+            }
+        }
+        allow
+    }
+
+    /// The path parameters, by name.
+    pub fn into_params(self) -> Vec<(String, String)> {
+        self.params
+    }
 }
 
 /// Method and path to route, built once per configuration.
@@ -113,38 +153,20 @@ impl Router {
         &self.routes
     }
 
-    /// Route a normalized path.
-    pub fn at(&self, method: &Method, path: &str) -> RouteMatch<'_> {
-        let Ok(matched) = self.paths.at(path) else {
-            return RouteMatch::NotFound;
-        };
-        let candidates = matched
-            .value
-            .iter()
-            .filter_map(|i| self.routes.get(*i).map(|r| (*i, r)));
-        let params = || {
-            matched
+    /// The routes at a normalized path, `None` when no route has it.
+    pub fn lookup(&self, path: &str) -> Option<PathMatch<'_>> {
+        let matched = self.paths.at(path).ok()?;
+        Some(PathMatch {
+            routes: matched
+                .value
+                .iter()
+                .filter_map(|i| self.routes.get(*i))
+                .collect(),
+            params: matched
                 .params
                 .iter()
                 .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .collect()
-        };
-        let mut allow = Vec::new();
-        let mut concealed = true;
-        for (index, route) in candidates {
-            if route.accepts(method) {
-                return RouteMatch::Found(index, route, params());
-            }
-            concealed &= route.concealed;
-            for m in &route.methods {
-                if !allow.contains(m) {
-                    allow.push(m.clone());
-                }
-            }
-            if route.methods.contains(&Method::GET) && !allow.contains(&Method::HEAD) {
-                allow.push(Method::HEAD);
-            }
-        }
-        RouteMatch::WrongMethod { allow, concealed }
+                .collect(),
+        })
     }
 }

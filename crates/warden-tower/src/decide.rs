@@ -1,56 +1,75 @@
-//! Driving the engine for one request: begin, answer the state checks it asks for from the
-//! layer's [`MemoryState`], resume until it decides; then count a 401 or 403 towards a ban,
-//! as the gateway does.
+//! The layer as the engine's [`Host`]: state checks answered from the layer's
+//! [`MemoryState`], the body read from the request for the WAF, passwords checked on the
+//! request's task (the layer has no blocking pool of its own), refusals counted towards
+//! bans. Key sets from URLs are not refreshed: the layer does no I/O of its own.
 
+use std::net::IpAddr;
 use std::time::SystemTime;
 
-use http::StatusCode;
-use warden_core::{Decision, Engine, Progress, RequestView};
+use bytes::Bytes;
+use http_body::Body;
+use warden_core::body::{Prefix, read_prefix};
+use warden_core::limit::BanPolicy;
+use warden_core::{BodyRead, Host, StateAnswer, StateCheck, StateUnavailable};
 
 use crate::state::MemoryState;
 
-/// More rounds than the engine ever asks for (one before authentication, one after).
-const MAX_ROUNDS: usize = 4;
-
-/// Decide one request at `now`.
-pub(crate) fn decide(
-    engine: &Engine,
-    state: &MemoryState,
-    view: &RequestView<'_>,
+/// One request's host.
+pub(crate) struct LayerHost<'a, B> {
+    state: &'a MemoryState,
     now: SystemTime,
-) -> Decision {
-    let mut progress = engine.begin(view, now);
-    for _ in 0..MAX_ROUNDS {
-        match progress {
-            Progress::Decided(decision) => {
-                count_refusal(engine, state, &decision, now);
-                return decision;
-            }
-            Progress::NeedsState(pending) => {
-                let answers = state.answer(pending.checks(), now);
-                progress = engine.resume(view, pending, Ok(answers));
-            }
+    /// The part of the body not read yet.
+    unread: Option<B>,
+    /// What was read for the WAF.
+    read: Option<Bytes>,
+}
+
+impl<'a, B> LayerHost<'a, B> {
+    pub(crate) fn new(state: &'a MemoryState, now: SystemTime, body: Option<B>) -> Self {
+        Self {
+            state,
+            now,
+            unread: body,
+            read: None,
         }
     }
-    match progress {
-        Progress::Decided(decision) => {
-            count_refusal(engine, state, &decision, now);
-            decision
-        }
-        // An engine that keeps asking is a bug: refuse (503), never allow.
-        Progress::NeedsState(_) => engine.unavailable(view, now),
+
+    /// The body to pass on: what was read, and the rest.
+    pub(crate) fn into_body(self) -> (Option<Bytes>, Option<B>) {
+        (self.read, self.unread)
     }
 }
 
-/// Count a 401 or 403 towards the client's ban, when the configuration has bans.
-fn count_refusal(engine: &Engine, state: &MemoryState, decision: &Decision, now: SystemTime) {
-    let (Some(policy), Some(reason)) = (engine.config().bans, decision.reason()) else {
-        return;
-    };
-    if matches!(
-        reason.status(),
-        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
-    ) {
-        state.record_failure(decision.client, &policy, now);
+impl<B> Host for LayerHost<'_, B>
+where
+    B: Body<Data = Bytes> + Send + Unpin,
+{
+    async fn read_body(&mut self, limit: usize) -> BodyRead {
+        let Some(body) = self.unread.take() else {
+            return BodyRead::Complete(Bytes::new());
+        };
+        match read_prefix(body, limit).await {
+            Prefix::Complete(bytes) => {
+                self.read = Some(bytes.clone());
+                BodyRead::Complete(bytes)
+            }
+            Prefix::TooLarge { prefix, rest } => {
+                self.read = Some(prefix);
+                self.unread = Some(rest);
+                BodyRead::TooLarge
+            }
+            Prefix::Failed => BodyRead::Unreadable,
+        }
+    }
+
+    async fn answer_state(
+        &mut self,
+        checks: &[StateCheck],
+    ) -> Result<Vec<StateAnswer>, StateUnavailable> {
+        Ok(self.state.answer(checks, self.now))
+    }
+
+    fn record_refusal(&mut self, client: IpAddr, policy: &BanPolicy) {
+        self.state.record_failure(client, policy, self.now);
     }
 }

@@ -2,16 +2,14 @@
 
 mod body;
 mod decide;
-mod future;
 mod layer;
 pub mod peer;
 mod service;
 mod state;
 
 pub use body::WardenBody;
-pub use future::ResponseFuture;
 pub use layer::WardenLayer;
 pub use peer::ClientAddr;
-pub use service::Warden;
+pub use service::{ResponseFuture, Warden};
 pub use state::{DEFAULT_MAX_KEYS, MemoryState};
 pub use warden_core::{Config, DecisionId, Engine, Identity};

@@ -1,28 +1,34 @@
 //! [`Warden`]: one request through the engine, then refused here or passed on.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::SystemTime;
 
+use bytes::Bytes;
 use http::uri::PathAndQuery;
-use http::{Request, Response, Uri};
+use http::{Request, Response, StatusCode, Uri};
+use http_body::Body;
 use tower_service::Service;
+use warden_core::body::{BoxError, CappedBody};
 use warden_core::decision::{Allow, Verbosity};
-use warden_core::response::{self, Branding};
-use warden_core::{Decision, Engine, Reason, RequestView, Verdict};
+use warden_core::request::BodyView;
+use warden_core::response::{self, Branding, Rendered};
+use warden_core::{Decision, Engine, Reason, RequestView};
 
 use crate::body::WardenBody;
-use crate::decide::decide;
-use crate::future::{Concealed, Finish, ResponseFuture};
+use crate::decide::LayerHost;
 use crate::layer::Shared;
 use crate::peer;
 
 /// The service [`crate::WardenLayer`] wraps around an inner service.
 ///
 /// Per request: build the engine's view (method, path and query, headers, the peer address
-/// from the request's extensions), decide, and either answer the refusal or call the inner
-/// service with the authorized request. Response headers `RateLimit-Policy` and `RateLimit`
-/// are added to both, as the gateway does.
+/// from the request's extensions), decide (reading the body first when the route's WAF
+/// inspects it), and either answer the refusal or call the inner service with the
+/// authorized request, its body capped at the route's limit. Response headers
+/// `RateLimit-Policy` and `RateLimit` are added to both, as the gateway does.
 #[derive(Clone, Debug)]
 pub struct Warden<S> {
     inner: S,
@@ -47,74 +53,118 @@ impl<S> Warden<S> {
     }
 }
 
+/// The future of [`Warden`]'s responses.
+pub type ResponseFuture<B, E> =
+    Pin<Box<dyn Future<Output = Result<Response<WardenBody<B>>, E>> + Send + 'static>>;
+
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Warden<S>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    S: Service<Request<CappedBody<ReqBody>>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ReqBody: Body<Data = Bytes> + Send + Unpin + 'static,
+    ReqBody::Error: Into<BoxError>,
+    ResBody: Send + 'static,
 {
     type Response = Response<WardenBody<ResBody>>;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future>;
+    type Future = ResponseFuture<ResBody, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let shared = &self.shared;
-        let engine = &shared.engine;
-        let now = SystemTime::now();
-        let peer = peer::peer_ip(shared.peer, request.extensions());
-        let uri = request.uri();
-        let target = uri
-            .path_and_query()
-            .map_or_else(|| uri.path(), PathAndQuery::as_str);
-        let view = RequestView::new(request.method(), target, request.headers(), peer);
-        let html = view.prefers_html();
-        let decision = decide(engine, &shared.state, &view, now);
-        if let Some(hook) = &shared.on_decision {
-            hook(&decision);
-        }
-        // Headers every answer carries: the rate limits, and CORS for an allowed origin.
-        let decision_headers = response::decision_headers(&decision);
+        // Call the instance that was driven to readiness, and keep a fresh clone for the
+        // next request (tower's clone-and-swap).
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(handle(self.shared.clone(), inner, request))
+    }
+}
 
-        let mut response = match &decision.verdict {
-            Verdict::Deny(deny) => {
-                response::render_deny(decision.id, deny, Branding::from(engine.config()), html)
-            }
-            Verdict::Preflight => response::render_preflight(decision.cors.as_ref()),
-            Verdict::Allow(allow) => match authorized(request, &decision, allow) {
+async fn handle<S, ReqBody, ResBody>(
+    shared: Shared,
+    mut inner: S,
+    request: Request<ReqBody>,
+) -> Result<Response<WardenBody<ResBody>>, S::Error>
+where
+    S: Service<Request<CappedBody<ReqBody>>, Response = Response<ResBody>>,
+    ReqBody: Body<Data = Bytes> + Send + Unpin,
+{
+    let engine = &shared.engine;
+    let now = SystemTime::now();
+    let peer = peer::peer_ip(shared.peer, request.extensions());
+    let (parts, body) = request.into_parts();
+    let target = parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| parts.uri.path(), PathAndQuery::as_str)
+        .to_owned();
+    // A request without a body tells the engine so: the WAF has nothing to wait for.
+    let (body, body_view) = if body.is_end_stream() {
+        (None, BodyView::Complete(&[]))
+    } else {
+        (Some(body), BodyView::NotRead)
+    };
+    let view = RequestView::new(&parts.method, &target, &parts.headers, peer).with_body(body_view);
+    let html = view.prefers_html();
+    let mut host = LayerHost::new(&shared.state, now, body);
+    let decision = warden_core::drive(engine, &view, now, &mut host).await;
+    if let Some(hook) = &shared.on_decision {
+        hook(&decision);
+    }
+    let branding = Branding::from(engine.config());
+    // Headers every answer carries: the rate limits, and CORS for an allowed origin.
+    let decision_headers = response::decision_headers(&decision);
+    let mut response = match response::render(&decision, branding, html) {
+        Rendered::Respond(refusal) => refusal.map(WardenBody::rendered),
+        Rendered::Forward(allow) => {
+            let (read, unread) = host.into_body();
+            let (body, exceeded) = CappedBody::new(read, unread, allow.body_limit);
+            match authorized(Request::from_parts(parts, body), &decision, allow) {
                 Ok(request) => {
-                    let finish = Finish {
-                        decision_headers,
-                        concealed: allow.concealed.then(|| Concealed {
-                            engine: Arc::clone(engine),
-                            id: decision.id,
-                            html,
-                        }),
-                    };
-                    // Call the instance that was driven to readiness, and keep a fresh clone
-                    // for the next request (tower's clone-and-swap).
-                    let clone = self.inner.clone();
-                    let mut ready = std::mem::replace(&mut self.inner, clone);
-                    return ResponseFuture::forwarded(ready.call(request), finish);
+                    let response = inner.call(request).await?;
+                    if exceeded.fired() {
+                        // The body outgrew the limit while the handler read it: 413,
+                        // whatever the handler made of the cut-off body.
+                        let reason = Reason::BodyTooLarge {
+                            limit: allow.body_limit,
+                        };
+                        own(&decision, &reason, branding, html)
+                    } else if allow.concealed && response.status() == StatusCode::NOT_FOUND {
+                        // The handler's own 404 would differ from warden's: send the
+                        // canonical one, so a concealed resource looks exactly like a path
+                        // that does not exist.
+                        response::not_found(decision.id, branding, html).map(WardenBody::rendered)
+                    } else {
+                        response.map(WardenBody::inner)
+                    }
                 }
                 // The normalized target is always a valid URI; should it ever not be,
                 // refuse rather than pass on a request that differs from the one decided.
-                Err(_) => response::render_reason(
-                    decision.id,
-                    &Reason::MalformedRequest {
+                Err(_) => {
+                    let reason = Reason::MalformedRequest {
                         detail: "The request target cannot be forwarded",
-                    },
-                    &[],
-                    Verbosity::Public,
-                    Branding::from(engine.config()),
-                    html,
-                ),
-            },
-        };
-        response::add_decision_headers(response.headers_mut(), decision_headers);
-        ResponseFuture::refused(response)
-    }
+                    };
+                    own(&decision, &reason, branding, html)
+                }
+            }
+        }
+    };
+    response::add_decision_headers(response.headers_mut(), decision_headers);
+    Ok(response)
+}
+
+/// A refusal the layer makes itself, after the decision.
+fn own<B>(
+    decision: &Decision,
+    reason: &Reason,
+    branding: Branding<'_>,
+    html: bool,
+) -> Response<WardenBody<B>> {
+    response::render_reason(decision.id, reason, &[], Verbosity::Public, branding, html)
+        .map(WardenBody::rendered)
 }
 
 /// The request as it was authorized: the normalized path and query, warden's identity

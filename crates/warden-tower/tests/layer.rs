@@ -515,8 +515,9 @@ async fn errors_of_the_inner_service_pass_through() {
     #[derive(Debug, PartialEq)]
     struct Boom;
     let layer = WardenLayer::from_config(config());
-    let failing =
-        tower::service_fn(|_: Request<Body>| async { Err::<axum::response::Response, Boom>(Boom) });
+    let failing = tower::service_fn(|_: Request<warden_core::body::CappedBody<Body>>| async {
+        Err::<axum::response::Response, Boom>(Boom)
+    });
     let service = layer.layer(failing);
     let error = service
         .clone()

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderValue, Method, header};
 use warden_core::limit::memory::MemoryState;
-use warden_core::{Engine, Progress, RequestView};
+use warden_core::{Answer, Engine, Need, Progress, RequestView};
 
 fn demo_engine() -> Engine {
     let upstream = SocketAddr::from(([127, 0, 0, 1], 9));
@@ -54,9 +54,12 @@ fn decision(c: &mut Criterion) {
             loop {
                 match progress {
                     Progress::Decided(decision) => break decision,
-                    Progress::NeedsState(pending) => {
-                        let answers = state.answer(pending.checks(), now);
-                        progress = engine.resume(&view, pending, Ok(answers));
+                    Progress::Needs(pending) => {
+                        let Need::State(checks) = pending.need() else {
+                            panic!("a request without a body or a password needs only state");
+                        };
+                        let answers = state.answer(checks, now);
+                        progress = engine.resume(&view, pending, Answer::State(Ok(answers)));
                     }
                 }
             }

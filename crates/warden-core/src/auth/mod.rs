@@ -40,6 +40,12 @@ impl Source {
         }
     }
 
+    /// Whether its keys come from a URL, and so can be refreshed when a token names a key
+    /// the source does not know.
+    pub fn refreshable(&self) -> bool {
+        matches!(self, Self::Jwt(jwt) if jwt.jwks_url.is_some())
+    }
+
     /// The challenge scheme this source answers a 401 with.
     pub fn scheme(&self) -> Scheme {
         match self {
@@ -75,12 +81,62 @@ pub(crate) enum Presented<'a> {
     },
 }
 
+/// What a credential verified to.
+#[derive(Debug)]
+pub(crate) enum Verified {
+    /// The identity.
+    Identity(Identity),
+    /// A user name and password, still to be checked.
+    Password(PasswordCheck),
+}
+
+/// A user name and password to check against the route's Basic sources. Checking is slow by
+/// design (argon2, bcrypt), so the engine hands it to its driver as a [`crate::Need`].
+#[derive(Clone)]
+pub struct PasswordCheck {
+    sources: Vec<Arc<Source>>,
+    user: String,
+    password: String,
+}
+
+impl std::fmt::Debug for PasswordCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PasswordCheck")
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The result of a [`PasswordCheck`]: pass it back with [`crate::Answer::Password`].
+#[derive(Debug, Clone)]
+pub struct PasswordVerdict(pub(crate) Option<Option<Identity>>);
+
+impl PasswordVerdict {
+    /// The check could not run (the driver's blocking pool is gone, as while shutting
+    /// down): the request is refused with 503, never let through.
+    #[must_use]
+    pub fn not_checked() -> Self {
+        Self(None)
+    }
+}
+
+impl PasswordCheck {
+    /// Check the password (slow by design: run it where blocking is allowed).
+    #[must_use]
+    pub fn verify(&self) -> PasswordVerdict {
+        PasswordVerdict(Some(self.sources.iter().find_map(|s| match s.as_ref() {
+            Source::Basic(src) => src.verify(&self.user, &self.password),
+            _ => None,
+        })))
+    }
+}
+
 /// Authenticate a request against the route's sources at time `now` (seconds since epoch).
 pub(crate) fn authenticate(
     sources: &[Arc<Source>],
     headers: &HeaderMap,
     now: u64,
-) -> Result<Identity, Reason> {
+) -> Result<Verified, Reason> {
     let presented = match find_credential(sources, headers)? {
         Some(p) => p,
         None => return Err(Reason::NoCredentials),
@@ -93,7 +149,7 @@ pub(crate) fn authenticate(
                     && jwt.cookie.is_none()
                 {
                     match jwt.verify(token, now, CredentialKind::Bearer) {
-                        Ok(identity) => return Ok(identity),
+                        Ok(identity) => return Ok(Verified::Identity(identity)),
                         Err(p) => problem = Some(more_telling(problem, p)),
                     }
                 }
@@ -109,7 +165,7 @@ pub(crate) fn authenticate(
                     && jwt.cookie.as_deref() == Some(name)
                 {
                     match jwt.verify(token, now, CredentialKind::Cookie) {
-                        Ok(identity) => return Ok(identity),
+                        Ok(identity) => return Ok(Verified::Identity(identity)),
                         Err(p) => problem = Some(more_telling(problem, p)),
                     }
                 }
@@ -124,14 +180,19 @@ pub(crate) fn authenticate(
                 Source::ApiKey(src) if src.header == header => src.verify(key),
                 _ => None,
             })
+            .map(Verified::Identity)
             .ok_or(Reason::InvalidCredentials),
-        Presented::Basic { user, password } => sources
-            .iter()
-            .find_map(|s| match s.as_ref() {
-                Source::Basic(src) => src.verify(&user, &password),
-                _ => None,
-            })
-            .ok_or(Reason::InvalidCredentials),
+        // Checking a password is slow by design: it is handed to the driver, which may run
+        // it off the threads that serve requests.
+        Presented::Basic { user, password } => Ok(Verified::Password(PasswordCheck {
+            sources: sources
+                .iter()
+                .filter(|s| matches!(s.as_ref(), Source::Basic(_)))
+                .cloned()
+                .collect(),
+            user,
+            password,
+        })),
     }
 }
 

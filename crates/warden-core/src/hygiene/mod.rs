@@ -115,16 +115,6 @@ impl Default for RouteHygiene {
     }
 }
 
-/// What the driver must do with a request's body before the decision.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BodyPlan {
-    /// The largest body allowed; the driver enforces it while streaming (413 above).
-    pub max: u64,
-    /// When set, read the body (up to this many bytes) and hand it to the decision in the
-    /// request view, so the WAF can inspect it.
-    pub inspect: Option<usize>,
-}
-
 /// Parse a byte size: `65536`, `64KiB`, `10MiB`, `1GB`.
 pub(crate) fn parse_size(text: &str) -> Option<u64> {
     let text = text.trim();

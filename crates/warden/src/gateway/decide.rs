@@ -1,115 +1,119 @@
-//! Driving the engine for one request: start the decision, answer the state checks it asks
-//! for from the store, resume, until it decides. Decisions that verify passwords run on the
-//! blocking pool: argon2 and bcrypt are slow by design and must not stall the I/O threads.
+//! The gateway as the engine's [`Host`]: the request body is read from the connection (for
+//! the WAF, bounded in size and time), state checks go to the configured store, passwords
+//! are checked on the blocking pool (argon2 and bcrypt are slow by design and must not stall
+//! the I/O threads), key sets are refreshed by the JWKS refresher, refusals count towards
+//! bans off the request path.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use http::{HeaderMap, Method};
-use warden_core::request::BodyView;
-use warden_core::{Decision, Engine, Progress, RequestView};
+use bytes::Bytes;
+use hyper::body::Incoming;
+use warden_core::limit::BanPolicy;
+use warden_core::{
+    BodyRead, Engine, Host, PasswordCheck, PasswordVerdict, StateAnswer, StateCheck,
+    StateUnavailable,
+};
 
 use super::Shared;
+use super::request_body;
+use warden_core::body::Prefix;
 
-/// The parts of a request the engine reads, owned, for a decision on another thread.
-struct Owned {
-    method: Method,
-    target: String,
-    headers: HeaderMap,
-    peer: IpAddr,
-    body: OwnedBody,
+/// One request's host: the gateway's shared parts and the request's body.
+pub(crate) struct GatewayHost<'a> {
+    shared: &'a Arc<Shared>,
+    engine: &'a Engine,
+    /// The part of the body not read yet (`None` once read whole, or for no body).
+    unread: Option<Incoming>,
+    /// What was read for the WAF.
+    read: Option<Bytes>,
+    timeout: Duration,
 }
 
-/// The body as the view held it.
-enum OwnedBody {
-    NotRead,
-    Complete(bytes::Bytes),
-    TooLarge,
-}
-
-impl Owned {
-    fn from_view(view: &RequestView<'_>) -> Self {
+impl<'a> GatewayHost<'a> {
+    pub(crate) fn new(shared: &'a Arc<Shared>, engine: &'a Engine, body: Option<Incoming>) -> Self {
         Self {
-            method: view.method.clone(),
-            target: view.target.to_owned(),
-            headers: view.headers.clone(),
-            peer: view.peer,
-            body: match view.body {
-                BodyView::NotRead => OwnedBody::NotRead,
-                BodyView::Complete(bytes) => {
-                    OwnedBody::Complete(bytes::Bytes::copy_from_slice(bytes))
-                }
-                BodyView::TooLarge => OwnedBody::TooLarge,
-            },
+            shared,
+            engine,
+            unread: body,
+            read: None,
+            timeout: engine.config().gateway.upstream_timeout,
         }
     }
 
-    fn view(&self) -> RequestView<'_> {
-        let body = match &self.body {
-            OwnedBody::NotRead => BodyView::NotRead,
-            OwnedBody::Complete(bytes) => BodyView::Complete(bytes),
-            OwnedBody::TooLarge => BodyView::TooLarge,
-        };
-        RequestView::new(&self.method, &self.target, &self.headers, self.peer).with_body(body)
+    /// The body to forward: what was read, and the rest.
+    pub(crate) fn into_body(self) -> (Option<Bytes>, Option<Incoming>) {
+        (self.read, self.unread)
     }
 }
 
-/// Decide a request, answering the engine's state checks from the gateway's store.
-pub(crate) async fn decide(
-    shared: &Shared,
-    engine: &Arc<Engine>,
-    view: &RequestView<'_>,
-    at: SystemTime,
-) -> Decision {
-    let blocking = presents_basic(view.headers);
-    let mut progress = call(engine, view, blocking, move |e, v| e.begin(v, at)).await;
-    loop {
-        match progress {
-            Progress::Decided(decision) => return decision,
-            Progress::NeedsState(pending) => {
-                let store = shared.store.load_full();
-                let answers = store.answer(pending.checks()).await;
-                if let Err(e) = &answers {
-                    shared.metrics.state_unavailable.inc();
-                    warn_throttled(&format!("{e}; the configured fail mode decides"));
-                }
-                progress = call(engine, view, blocking, move |e, v| {
-                    e.resume(v, pending, answers)
-                })
-                .await;
+impl Host for GatewayHost<'_> {
+    async fn read_body(&mut self, limit: usize) -> BodyRead {
+        let Some(body) = self.unread.take() else {
+            return BodyRead::Complete(Bytes::new());
+        };
+        match request_body::read_for_inspection(body, limit, self.timeout).await {
+            Prefix::Complete(bytes) => {
+                self.read = Some(bytes.clone());
+                BodyRead::Complete(bytes)
+            }
+            Prefix::TooLarge { prefix, rest } => {
+                self.read = Some(prefix);
+                self.unread = Some(rest);
+                BodyRead::TooLarge
+            }
+            Prefix::Failed => {
+                tracing::info!(
+                    "the request body could not be read (broken off, malformed or too slow)"
+                );
+                BodyRead::Unreadable
             }
         }
     }
-}
 
-async fn call<F>(engine: &Arc<Engine>, view: &RequestView<'_>, blocking: bool, f: F) -> Progress
-where
-    F: FnOnce(&Engine, &RequestView<'_>) -> Progress + Send + 'static,
-{
-    if !blocking {
-        return f(engine, view);
+    async fn answer_state(
+        &mut self,
+        checks: &[StateCheck],
+    ) -> Result<Vec<StateAnswer>, StateUnavailable> {
+        let store = self.shared.store.load_full();
+        let answers = store.answer(checks).await;
+        if let Err(e) = &answers {
+            self.shared.metrics.state_unavailable.inc();
+            warn_throttled(&format!("{e}; the configured fail mode decides"));
+        }
+        answers
     }
-    let owned = Owned::from_view(view);
-    let engine_for_task = Arc::clone(engine);
-    match tokio::task::spawn_blocking(move || f(&engine_for_task, &owned.view())).await {
-        Ok(progress) => progress,
+
+    async fn check_password(&mut self, check: PasswordCheck) -> PasswordVerdict {
         // The blocking pool is gone only while the runtime shuts down: refuse, never skip.
-        Err(_) => Progress::Decided(engine.unavailable(view, SystemTime::now())),
+        tokio::task::spawn_blocking(move || check.verify())
+            .await
+            .unwrap_or_else(|_| PasswordVerdict::not_checked())
     }
-}
 
-/// Whether the request carries HTTP Basic credentials.
-fn presents_basic(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(http::header::AUTHORIZATION)
-        .iter()
-        .any(|v| {
-            v.as_bytes()
-                .get(..6)
-                .is_some_and(|p| p.eq_ignore_ascii_case(b"basic "))
-        })
+    async fn refresh_keys(&mut self) -> bool {
+        self.shared.jwks.refresh_on_unknown_key(self.engine).await
+    }
+
+    fn record_refusal(&mut self, client: IpAddr, policy: &BanPolicy) {
+        let (shared, policy) = (Arc::clone(self.shared), *policy);
+        tokio::spawn(async move {
+            let store = shared.store.load_full();
+            match store.record_failure(client, &policy).await {
+                Ok(true) => {
+                    shared.metrics.bans.inc();
+                    tracing::warn!(%client, failures = policy.failures, "client banned after repeated refusals");
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    shared.metrics.state_unavailable.inc();
+                    tracing::warn!(%client, error = %e, "could not count a refusal towards a ban");
+                }
+            }
+        });
+    }
 }
 
 /// A warning at most once a second: an outage must not flood the log.

@@ -9,15 +9,15 @@ use http::{Request, Response, StatusCode};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use warden_core::decision::{Allow, TokenProblem, Verbosity};
-use warden_core::hygiene::BodyPlan;
+use warden_core::decision::{Allow, Verbosity};
 use warden_core::request::BodyView;
-use warden_core::response::{self, Branding};
-use warden_core::{Decision, Engine, Reason, RequestView, Verdict};
+use warden_core::response::{self, Branding, Rendered};
+use warden_core::{Decision, Engine, Reason, RequestView};
 
 use super::Shared;
 use super::body::{Body, from_rendered};
-use super::request_body::{self, CappedBody, Read};
+use super::decide::GatewayHost;
+use super::request_body::CappedBody;
 use super::upstream::{self, UpstreamFailure};
 use crate::decision_log::RequestFacts;
 
@@ -35,60 +35,18 @@ pub(crate) async fn handle(
         .path_and_query()
         .map_or_else(|| parts.uri.path(), |pq| pq.as_str())
         .to_owned();
-    let view = RequestView::new(&parts.method, &target, &parts.headers, peer.ip());
+    // A request without a body tells the engine so: the WAF has nothing to wait for.
+    let (body, body_view) = if body.is_end_stream() {
+        (None, BodyView::Complete(&[]))
+    } else {
+        (Some(body), BodyView::NotRead)
+    };
+    let view =
+        RequestView::new(&parts.method, &target, &parts.headers, peer.ip()).with_body(body_view);
     let html = view.prefers_html();
 
-    // The body: read first when the WAF inspects it, capped at the route's limit always.
-    // A request without one needs no plan (and skips a second routing).
-    let plan = if body.is_end_stream() {
-        BodyPlan {
-            max: 0,
-            inspect: None,
-        }
-    } else {
-        engine.body_plan(&view)
-    };
-    let mut inspected = None;
-    let mut rest = Some(body);
-    let mut body_view = BodyView::NotRead;
-    let to_inspect = plan
-        .inspect
-        .and_then(|limit| Some((limit, rest.take_if(|b| !b.is_end_stream())?)));
-    if let Some((limit, body)) = to_inspect {
-        let timeout = engine.config().gateway.upstream_timeout;
-        match request_body::read_for_inspection(body, limit, timeout).await {
-            Read::Complete(bytes) => inspected = Some((bytes, false)),
-            Read::TooLarge {
-                prefix,
-                rest: unread,
-            } => {
-                inspected = Some((prefix, true));
-                rest = Some(unread);
-            }
-            Read::Failed => {
-                tracing::info!(client = %peer.ip(), method = %parts.method, path = %target, "the request body could not be read; refused");
-                return Ok(unreadable_body(&engine, html));
-            }
-        }
-    }
-    if let Some((bytes, too_large)) = &inspected {
-        body_view = if *too_large {
-            BodyView::TooLarge
-        } else {
-            BodyView::Complete(bytes)
-        };
-    }
-    let view = view.with_body(body_view);
-
-    let mut decision = super::decide::decide(&shared, &engine, &view, at).await;
-    if matches!(
-        decision.reason(),
-        Some(Reason::InvalidToken(TokenProblem::UnknownKey))
-    ) && shared.jwks.refresh_on_unknown_key(&engine).await
-    {
-        // The key set changed: the token may be signed by a key published since.
-        decision = super::decide::decide(&shared, &engine, &view, SystemTime::now()).await;
-    }
+    let mut host = GatewayHost::new(&shared, &engine, body);
+    let decision = warden_core::drive(&engine, &view, at, &mut host).await;
     shared
         .metrics
         .decision_seconds
@@ -96,32 +54,30 @@ pub(crate) async fn handle(
 
     let method = parts.method.clone();
     let branding = Branding::from(engine.config());
-    let mut response = match &decision.verdict {
-        Verdict::Deny(deny) => {
-            from_rendered(response::render_deny(decision.id, deny, branding, html))
-        }
-        Verdict::Preflight => from_rendered(response::render_preflight(decision.cors.as_ref())),
-        Verdict::Allow(allow) => {
-            let (body, exceeded) =
-                CappedBody::new(inspected.map(|(bytes, _)| bytes), rest, plan.max);
+    let mut response = match response::render(&decision, branding, html) {
+        Rendered::Forward(allow) => {
+            let (read, unread) = host.into_body();
+            let (body, exceeded) = CappedBody::new(read, unread, allow.body_limit);
             let upstream_request = Request::from_parts(parts, body);
             let mut answer =
                 forward(&shared, &engine, &decision, allow, upstream_request, html).await;
             if exceeded.fired() {
                 // The body outgrew the limit while streaming: 413, whatever the upstream made
                 // of the cut-off request.
-                let reason = Reason::BodyTooLarge { limit: plan.max };
+                let reason = Reason::BodyTooLarge {
+                    limit: allow.body_limit,
+                };
                 answer = gateway_answer(decision.id, &reason, branding, html);
             }
             answer
         }
+        Rendered::Respond(answer) => from_rendered(answer),
     };
     response::add_decision_headers(
         response.headers_mut(),
         response::decision_headers(&decision),
     );
     count_waf(&shared, &decision);
-    count_refusal(&shared, &engine, &decision);
     let facts = RequestFacts {
         client: decision.client,
         method: &method,
@@ -149,15 +105,6 @@ fn count_waf(shared: &Shared, decision: &Decision) {
     }
 }
 
-/// 400 for a body that could not be read (broken off, malformed chunks, too slow).
-fn unreadable_body(engine: &Engine, html: bool) -> Response<Body> {
-    let reason = Reason::MalformedRequest {
-        detail: "The request body could not be read",
-    };
-    let id = warden_core::DecisionId::new();
-    gateway_answer(id, &reason, Branding::from(engine.config()), html)
-}
-
 /// A refusal the gateway makes itself, outside the engine's decision (body, upstream).
 fn gateway_answer(
     id: warden_core::DecisionId,
@@ -173,34 +120,6 @@ fn gateway_answer(
         branding,
         html,
     ))
-}
-
-/// Count a 401 or 403 towards the client's ban, off the request path.
-fn count_refusal(shared: &Arc<Shared>, engine: &Engine, decision: &Decision) {
-    let (Some(policy), Some(reason)) = (engine.config().bans, decision.reason()) else {
-        return;
-    };
-    if !matches!(
-        reason.status(),
-        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
-    ) {
-        return;
-    }
-    let (shared, client) = (Arc::clone(shared), decision.client);
-    tokio::spawn(async move {
-        let store = shared.store.load_full();
-        match store.record_failure(client, &policy).await {
-            Ok(true) => {
-                shared.metrics.bans.inc();
-                tracing::warn!(%client, failures = policy.failures, "client banned after repeated refusals");
-            }
-            Ok(false) => {}
-            Err(e) => {
-                shared.metrics.state_unavailable.inc();
-                tracing::warn!(%client, error = %e, "could not count a refusal towards a ban");
-            }
-        }
-    });
 }
 
 fn finish(
