@@ -658,3 +658,128 @@ async fn refusals_are_the_gateways_refusals() {
     assert_eq!(names(&answers[0].1), names(&answers[1].1));
     assert_eq!(answers[0].2, answers[1].2);
 }
+
+// ---- bodies: the same limits and the same WAF as the gateway ----
+
+const HYGIENE: &str = r#"
+[log]
+decisions = "off"
+
+[hygiene]
+max_body = "1KiB"
+
+[upstreams.app]
+url = "http://127.0.0.1:9"
+
+[[routes]]
+name = "upload"
+path = "/upload"
+methods = ["POST"]
+upstream = "app"
+
+[[routes]]
+name = "search"
+path = "/search"
+methods = ["POST"]
+upstream = "app"
+waf = "on"
+"#;
+
+/// A streamed body of the given chunks: no `Content-Length`, nothing known up front.
+struct Chunked(std::collections::VecDeque<bytes::Bytes>);
+
+impl http_body::Body for Chunked {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        std::task::Poll::Ready(self.0.pop_front().map(|c| Ok(http_body::Frame::data(c))))
+    }
+}
+
+fn streamed(path: &str, chunks: &[&'static [u8]]) -> Request<Body> {
+    let body = Chunked(
+        chunks
+            .iter()
+            .map(|c| bytes::Bytes::from_static(c))
+            .collect(),
+    );
+    Request::post(path)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::new(body))
+        .unwrap()
+}
+
+/// An app whose handlers read the whole body, counting the calls that got it.
+fn reading_app(calls: Arc<AtomicUsize>) -> Router {
+    let handler = move |body: bytes::Bytes| {
+        let calls = Arc::clone(&calls);
+        async move {
+            calls.fetch_add(1, Ordering::SeqCst);
+            format!("{} bytes", body.len())
+        }
+    };
+    Router::new()
+        .route("/upload", post(handler.clone()))
+        .route("/search", post(handler))
+}
+
+#[tokio::test]
+async fn a_streamed_body_past_the_limit_is_413_like_the_gateways() {
+    let layer =
+        WardenLayer::from_config(Config::parse(HYGIENE, &keys_dir().join("test.toml")).unwrap());
+    let calls = Arc::new(AtomicUsize::new(0));
+    let service = layer.layer(reading_app(Arc::clone(&calls)));
+    let chunk: &'static [u8] = &[b'a'; 600];
+    let response = service
+        .clone()
+        .oneshot(streamed("/upload", &[chunk, chunk]))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let body: Value =
+        serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(body["code"], "content_too_large");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        0,
+        "the handler never got the body"
+    );
+    // Within the limit, the handler gets all of it.
+    let response = service
+        .oneshot(streamed("/upload", &[chunk]))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let text = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(text, "600 bytes");
+}
+
+#[tokio::test]
+async fn the_waf_reads_streamed_bodies_and_the_handler_still_gets_them() {
+    let layer =
+        WardenLayer::from_config(Config::parse(HYGIENE, &keys_dir().join("test.toml")).unwrap());
+    let calls = Arc::new(AtomicUsize::new(0));
+    let service = layer.layer(reading_app(Arc::clone(&calls)));
+    let response = service
+        .clone()
+        .oneshot(streamed("/search", &[b"q=1' OR ", b"'1'='1"]))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let body: Value =
+        serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(body["code"], "request_rejected");
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+    // A harmless body is read for the WAF and then handed on whole.
+    let response = service
+        .oneshot(streamed("/search", &[b"q=hello", b"+world"]))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let text = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(text, "13 bytes");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}

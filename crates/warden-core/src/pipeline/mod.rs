@@ -317,3 +317,131 @@ fn challenges(route: &Route) -> Vec<Scheme> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::SystemTime;
+
+    use http::{HeaderMap, HeaderValue, Method};
+
+    use crate::protocol::{Answer, BodyRead, Need, Progress};
+    use crate::{Config, Decision, Engine, RequestView};
+
+    const CONFIG: &str = r#"
+[hygiene]
+waf = "on"
+[cors]
+origins = ["https://app.example.com"]
+[upstreams.app]
+url = "http://127.0.0.1:9"
+[[routes]]
+name = "search"
+path = "/search"
+methods = ["GET", "POST"]
+upstream = "app"
+[[limits]]
+name = "per-client"
+key = ["client"]
+limit = 10
+window = "1m"
+"#;
+
+    fn engine() -> Engine {
+        Engine::new(Config::parse(CONFIG, Path::new("test.toml")).unwrap())
+    }
+
+    /// Drive a request to its decision, answering the body need with `body` and every
+    /// state check as allowed; returns the decision and the needs in the order asked.
+    fn drive(engine: &Engine, view: &RequestView<'_>, body: &[u8]) -> (Decision, Vec<String>) {
+        let now = SystemTime::now();
+        let state = crate::limit::memory::MemoryState::new(100);
+        let mut asked = Vec::new();
+        let mut progress = engine.begin(view, now);
+        loop {
+            let pending = match progress {
+                Progress::Decided(decision) => return (decision, asked),
+                Progress::Needs(pending) => pending,
+            };
+            let answer = match pending.need() {
+                Need::Body { .. } => {
+                    asked.push("body".to_owned());
+                    Answer::Body(BodyRead::Complete(bytes::Bytes::copy_from_slice(body)))
+                }
+                Need::State(checks) => {
+                    asked.push(format!("state x{}", checks.len()));
+                    Answer::State(Ok(state.answer(checks, now)))
+                }
+                other => panic!("unexpected need {other:?}"),
+            };
+            progress = engine.resume(view, pending, answer);
+        }
+    }
+
+    #[test]
+    fn a_request_with_a_body_is_routed_once_and_charged_once() {
+        let engine = engine();
+        let headers = HeaderMap::new();
+        let view = RequestView::new(&Method::POST, "/search", &headers, [127, 0, 0, 1].into());
+        let (decision, asked) = drive(&engine, &view, b"q=hello");
+        assert!(decision.is_allowed(), "{decision:?}");
+        assert_eq!(asked, ["body", "state x1"]);
+        assert_eq!(decision.path_lookups, 1);
+        assert_eq!(decision.limits.len(), 1, "the limit applied once");
+
+        // The body decides: an attack in it is refused, still after one routing.
+        let (decision, asked) = drive(&engine, &view, b"q=1' OR '1'='1");
+        assert_eq!(decision.status(), http::StatusCode::FORBIDDEN);
+        assert_eq!(asked, ["body"], "refused before anything is charged");
+        assert_eq!(decision.path_lookups, 1);
+    }
+
+    #[test]
+    fn a_cors_preflight_is_routed_once() {
+        let engine = engine();
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "origin",
+            HeaderValue::from_static("https://app.example.com"),
+        );
+        headers.insert(
+            "access-control-request-method",
+            HeaderValue::from_static("POST"),
+        );
+        let view = RequestView::new(&Method::OPTIONS, "/search", &headers, [127, 0, 0, 1].into());
+        let (decision, asked) = drive(&engine, &view, b"");
+        assert_eq!(
+            decision.status(),
+            http::StatusCode::NO_CONTENT,
+            "{decision:?}"
+        );
+        assert!(asked.is_empty());
+        assert_eq!(decision.path_lookups, 1);
+    }
+
+    #[test]
+    fn without_a_driver_nothing_is_asked() {
+        let engine = engine();
+        let headers = HeaderMap::new();
+        let view = RequestView::new(&Method::POST, "/search", &headers, [127, 0, 0, 1].into());
+        let decision = engine.decide(&view, SystemTime::now());
+        assert!(decision.is_allowed());
+        assert!(decision.limits.is_empty(), "no state backend, no limits");
+        assert_eq!(decision.path_lookups, 1);
+    }
+
+    #[test]
+    fn an_answer_of_the_wrong_kind_fails_closed() {
+        let engine = engine();
+        let headers = HeaderMap::new();
+        let view = RequestView::new(&Method::POST, "/search", &headers, [127, 0, 0, 1].into());
+        let Progress::Needs(pending) = engine.begin(&view, SystemTime::now()) else {
+            panic!("the WAF asks for the body");
+        };
+        let progress = engine.resume(&view, pending, Answer::Keys { changed: true });
+        let Progress::Decided(decision) = progress else {
+            panic!("a wrong answer decides");
+        };
+        assert_eq!(decision.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+    }
+}

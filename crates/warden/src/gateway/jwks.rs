@@ -27,18 +27,17 @@ pub struct JwksRefresher {
 }
 
 impl JwksRefresher {
-    pub(crate) fn new(metrics: Arc<Metrics>) -> Self {
+    /// A refresher whose client has a time limit and follows no redirect.
+    ///
+    /// # Errors
+    /// When the client cannot be built: a client without those limits is never used instead.
+    pub(crate) fn new(metrics: Arc<Metrics>) -> Result<Self, reqwest::Error> {
         crate::install_crypto_provider();
-        let client = reqwest::Client::builder()
-            .timeout(FETCH_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap_or_default();
-        Self {
-            client,
+        Ok(Self {
+            client: fetch_client(reqwest::Client::builder())?,
             last_fetch: Mutex::new(HashMap::new()),
             metrics,
-        }
+        })
     }
 
     /// Fetch every key set of an engine's configuration (at start and after a reload).
@@ -141,5 +140,27 @@ pub(crate) async fn refresh_loop(shared: Arc<Shared>, mut stop: watch::Receiver<
                 .await
                 .insert(fetch.source, Instant::now());
         }
+    }
+}
+
+/// The JWKS client: `builder` with the fetch time limit and no redirects.
+fn fetch_client(builder: reqwest::ClientBuilder) -> Result<reqwest::Client, reqwest::Error> {
+    builder
+        .timeout(FETCH_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_that_cannot_be_built_is_an_error_not_a_default() {
+        // A TLS configuration of no known backend makes the build fail.
+        let broken = reqwest::Client::builder().use_preconfigured_tls(());
+        assert!(fetch_client(broken).is_err());
+        crate::install_crypto_provider();
+        assert!(fetch_client(reqwest::Client::builder()).is_ok());
     }
 }

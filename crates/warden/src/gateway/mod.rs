@@ -45,6 +45,10 @@ pub enum StartError {
     /// Metrics could not be registered.
     #[error("cannot register metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    /// The HTTP client that fetches JWKS documents could not be built (with its timeout and
+    /// without redirects, or not at all).
+    #[error("cannot build the JWKS client: {0}")]
+    JwksClient(#[source] reqwest::Error),
 }
 
 /// Where a gateway listens, overriding the configuration.
@@ -95,7 +99,7 @@ impl Gateway {
         let proxy_addr = listeners.proxy.unwrap_or(config.gateway.listen);
         let admin_addr = listeners.admin.or(config.gateway.admin_listen);
         let upstream = upstream::UpstreamClient::new(&config.gateway);
-        let jwks = JwksRefresher::new(Arc::clone(&metrics));
+        let jwks = JwksRefresher::new(Arc::clone(&metrics)).map_err(StartError::JwksClient)?;
         let config_path = config.origin.is_file().then(|| config.origin.clone());
         let store = crate::state::Store::new(&config.state);
         let engine = Engine::new(config);

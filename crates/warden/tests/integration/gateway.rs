@@ -400,7 +400,7 @@ auth = ["keys", "ops", "session"]
 }
 
 /// A JWKS endpoint on loopback whose document the test can change.
-async fn jwks_server(doc: std::sync::Arc<std::sync::Mutex<Vec<u8>>>) -> SocketAddr {
+pub(crate) async fn jwks_server(doc: std::sync::Arc<std::sync::Mutex<Vec<u8>>>) -> SocketAddr {
     use http_body_util::Full;
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
         .await

@@ -18,6 +18,7 @@ mod gateway;
 mod hygiene;
 mod limits;
 mod network;
+mod one_pass;
 mod probe;
 mod redis_backend;
 mod reload;

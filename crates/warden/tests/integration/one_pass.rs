@@ -1,0 +1,131 @@
+//! One pass per request through the real gateway: a key refresh resumes authentication
+//! without charging the limits again, and a body that cannot be read is a decision like any
+//! other (logged, counted, findable by the id the client is shown).
+use crate::common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{Upstream, admin_get, client, gateway, gateway_with_admin, keys_dir, raw, raw_status};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+
+#[tokio::test]
+async fn a_key_refresh_does_not_charge_the_limits_twice() {
+    let doc = Arc::new(Mutex::new(
+        std::fs::read(keys_dir().join("jwks.json")).unwrap(),
+    ));
+    let jwks = crate::gateway::jwks_server(doc.clone()).await;
+    let upstream = Upstream::start().await;
+    let config = format!(
+        r#"
+[log]
+decisions = "off"
+[upstreams.app]
+url = "http://{{upstream}}"
+[sources.idp]
+type = "jwt"
+algorithms = ["RS256"]
+jwks_url = "http://{jwks}/jwks.json"
+jwks_refresh = "1h"
+[[limits]]
+name = "per-client"
+key = ["client"]
+limit = 5
+window = "1h"
+[[routes]]
+name = "me"
+path = "/me"
+upstream = "app"
+auth = ["idp"]
+"#
+    );
+    let gw = gateway(&config, &upstream).await;
+    // The identity provider rotates to a new key after warden fetched the set.
+    *doc.lock().unwrap() = std::fs::read(keys_dir().join("jwks-rotated.json")).unwrap();
+    tokio::time::sleep(Duration::from_millis(5100)).await; // past the on-demand refresh interval
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some("rsa-2".to_owned());
+    let key =
+        EncodingKey::from_rsa_pem(&std::fs::read(keys_dir().join("rsa2.key")).unwrap()).unwrap();
+    let claims = json!({ "sub": "alice", "exp": common::now() + 600 });
+    let token = jsonwebtoken::encode(&header, &claims, &key).unwrap();
+
+    // The token names the new key: warden refreshes the set and verifies it again.
+    let resp = client()
+        .get(format!("http://{}/me", gw.proxy_addr))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let limit = resp.headers()["ratelimit"].to_str().unwrap().to_owned();
+    assert!(
+        limit.starts_with("\"per-client\";r=4;"),
+        "one request, one charge: {limit}"
+    );
+    let resp = client()
+        .get(format!("http://{}/me", gw.proxy_addr))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let limit = resp.headers()["ratelimit"].to_str().unwrap().to_owned();
+    assert!(limit.starts_with("\"per-client\";r=3;"), "{limit}");
+    assert_eq!(upstream.seen().len(), 2);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_unreadable_body_is_decided_logged_and_counted() {
+    let upstream = Upstream::start().await;
+    let gw = gateway_with_admin(
+        r#"
+[log]
+decisions = "off"
+[hygiene]
+waf = "on"
+[upstreams.app]
+url = "http://{upstream}"
+[[routes]]
+name = "search"
+path = "/search"
+methods = ["POST"]
+upstream = "app"
+"#,
+        &upstream,
+    )
+    .await;
+    // A chunk size that is not hexadecimal: the body cannot be read for the WAF.
+    let answer = raw(
+        gw.proxy_addr,
+        b"POST /search HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
+    )
+    .await;
+    assert_eq!(raw_status(&answer), 400, "{answer}");
+    let (_, body) = answer.split_once("\r\n\r\n").unwrap();
+    let problem: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(problem["code"], "bad_request");
+    let instance = problem["instance"].as_str().unwrap().to_owned();
+
+    // The id the client was shown is the id of a logged decision.
+    let recent = admin_get(&gw, "/decisions/recent").await;
+    let line: Value = recent
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|l| format!("urn:uuid:{}", l["decision_id"].as_str().unwrap()) == instance)
+        .unwrap_or_else(|| panic!("{instance} is not among the recent decisions: {recent}"));
+    assert_eq!(line["status"], 400);
+    assert_eq!(line["reason"], "bad_request");
+    assert_eq!(line["route"], "search");
+    let metrics = admin_get(&gw, "/metrics").await;
+    assert!(
+        metrics.contains(
+            "warden_decisions_total{outcome=\"deny\",reason=\"bad_request\",stage=\"hygiene\",status=\"400\"} 1"
+        ),
+        "{metrics}"
+    );
+    assert!(upstream.seen().is_empty(), "nothing reached the upstream");
+    gw.shutdown().await;
+}
