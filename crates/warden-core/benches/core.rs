@@ -125,7 +125,8 @@ fn cedar_engine(policies_count: Option<usize>, one_action: bool) -> Engine {
     let mut config = fixture("bench-cedar");
     if let Some(n) = policies_count {
         let dir = scratch_dir(&format!("cedar-{policies_count:?}-{one_action}"));
-        let (policies_file, entities_file) = (dir.join("policies.cedar"), dir.join("entities.json"));
+        let (policies_file, entities_file) =
+            (dir.join("policies.cedar"), dir.join("entities.json"));
         std::fs::write(&policies_file, policies(n, one_action)).unwrap();
         std::fs::write(&entities_file, entities()).unwrap();
         config = config.append(&format!(

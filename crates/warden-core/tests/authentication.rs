@@ -402,19 +402,13 @@ fn a_token_not_yet_valid_is_refused_beyond_leeway() {
         &get_bearer("/rs256", &claims().nbf_in(31).sign_rs256()),
         TokenProblem::NotYetValid,
     );
-    allowed_identity(&get_bearer(
-        "/rs256",
-        &claims().nbf_in(30).sign_rs256(),
-    ));
+    allowed_identity(&get_bearer("/rs256", &claims().nbf_in(30).sign_rs256()));
 }
 
 #[test]
 fn the_issuer_must_be_the_configured_one_and_present() {
     assert_invalid_token(
-        &get_bearer(
-            "/rs256",
-            &claims().iss("https://evil.test").sign_rs256(),
-        ),
+        &get_bearer("/rs256", &claims().iss("https://evil.test").sign_rs256()),
         TokenProblem::WrongIssuer,
     );
     assert_invalid_token(
@@ -472,9 +466,7 @@ fn exp_and_sub_are_required_by_default() {
 #[test]
 fn an_hmac_token_keyed_with_the_rsa_public_key_is_refused() {
     // The classic RS→HS confusion: the public key PEM bytes used as the HMAC secret.
-    let forged = claims()
-        .kid("rsa-1")
-        .sign(Key::secret_file("rsa.pub.pem"));
+    let forged = claims().kid("rsa-1").sign(Key::secret_file("rsa.pub.pem"));
     assert_invalid_token(
         &get_bearer("/rs256", &forged),
         TokenProblem::AlgorithmNotAllowed,
@@ -703,10 +695,7 @@ fn a_cookie_source_reads_its_cookie_only() {
     assert_eq!(identity.kind, CredentialKind::Cookie);
     assert_eq!(&*identity.source, "session");
 
-    let expired = format!(
-        "session={}; theme=dark",
-        claims().expired().sign_rs256()
-    );
+    let expired = format!("session={}; theme=dark", claims().expired().sign_rs256());
     let decision = get("/cookie", &[("cookie", &expired)]);
     assert_refused(
         engine(),

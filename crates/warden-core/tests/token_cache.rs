@@ -84,13 +84,17 @@ fn a_cached_token_gives_the_same_identity_and_still_expires() {
 fn a_token_of_a_rotated_out_key_is_refused_after_the_rotation() {
     let engine = engine("");
     let config = engine.config();
-    config.set_fetched_keys("idp", &read_key("jwks.json")).unwrap();
+    config
+        .set_fetched_keys("idp", &read_key("jwks.json"))
+        .unwrap();
     let old = token(Key::Rsa, "rsa-1", 3600);
     assert_eq!(subject(&decide(&engine, &old, NOW)), "alice");
     assert_eq!(subject(&decide(&engine, &old, NOW + 1)), "alice");
 
     // The same document again is no rotation; the token still verifies.
-    config.set_fetched_keys("idp", &read_key("jwks.json")).unwrap();
+    config
+        .set_fetched_keys("idp", &read_key("jwks.json"))
+        .unwrap();
     assert_eq!(subject(&decide(&engine, &old, NOW + 2)), "alice");
 
     config

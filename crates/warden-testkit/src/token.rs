@@ -152,10 +152,7 @@ impl Token {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        let roles: Vec<Value> = roles
-            .into_iter()
-            .map(|r| Value::from(r.as_ref()))
-            .collect();
+        let roles: Vec<Value> = roles.into_iter().map(|r| Value::from(r.as_ref())).collect();
         self.claim("roles", roles)
     }
 

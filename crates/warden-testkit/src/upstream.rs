@@ -124,4 +124,3 @@ async fn answer(
         .insert("x-upstream-secret", HeaderValue::from_static("hop"));
     Ok(response)
 }
-
