@@ -41,12 +41,13 @@ impl Fixture {
             .lines()
             .filter_map(|l| l.trim().strip_prefix("# placeholders:"))
             .flat_map(str::split_whitespace)
-            .map(|p| p.trim_matches(|c| c == '{' || c == '}' || c == ',').to_owned())
+            .map(|p| {
+                p.trim_matches(|c| c == '{' || c == '}' || c == ',')
+                    .to_owned()
+            })
             .filter(|p| !p.is_empty())
             .collect();
-        let text = text
-            .replace("{keys}", &keys_dir().display().to_string())
-            .replace("{testdata}", &testdata().display().to_string());
+        let text = builtin(&text);
         Self {
             path,
             text,
@@ -71,16 +72,18 @@ impl Fixture {
         self.var("upstream", addr)
     }
 
-    /// Add TOML at the end (more tables, or array-of-tables entries such as `[[routes]]`).
+    /// Add TOML at the end (more tables, or array-of-tables entries such as `[[routes]]`);
+    /// `{keys}` and `{testdata}` are filled in it too.
     pub fn append(mut self, toml: &str) -> Self {
         if !self.text.ends_with('\n') {
             self.text.push('\n');
         }
-        self.text.push_str(toml);
+        self.text.push_str(&builtin(toml));
         self
     }
 
-    /// Replace the one occurrence of `from` (which must be there) with `to`.
+    /// Replace the one occurrence of `from` (which must be there) with `to`, in which
+    /// `{keys}` and `{testdata}` are filled.
     pub fn replace(mut self, from: &str, to: &str) -> Self {
         let found = self.text.matches(from).count();
         assert_eq!(
@@ -89,7 +92,7 @@ impl Fixture {
             "fixture {}: `{from}` occurs {found} times, not once",
             self.path.display()
         );
-        self.text = self.text.replacen(from, to, 1);
+        self.text = self.text.replacen(from, &builtin(to), 1);
         self
     }
 
@@ -127,10 +130,19 @@ impl Fixture {
     /// Write the filled text to `dir` under the fixture's file name, for a test that runs
     /// the binary with `--config PATH`; returns the path.
     pub fn write_to(&self, dir: &Path) -> PathBuf {
-        let name = self.path.file_name().unwrap_or_else(|| "warden.toml".as_ref());
+        let name = self
+            .path
+            .file_name()
+            .unwrap_or_else(|| "warden.toml".as_ref());
         let path = dir.join(name);
         std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
         std::fs::write(&path, self.filled()).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         path
     }
+}
+
+/// `{keys}` and `{testdata}` filled in.
+fn builtin(text: &str) -> String {
+    text.replace("{keys}", &keys_dir().display().to_string())
+        .replace("{testdata}", &testdata().display().to_string())
 }
