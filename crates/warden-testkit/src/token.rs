@@ -132,6 +132,10 @@ impl Token {
     }
 
     /// `sub`.
+    #[allow(
+        clippy::should_implement_trait,
+        reason = "`sub` is the claim's name; a token is not subtracted"
+    )]
     pub fn sub(self, subject: &str) -> Self {
         self.claim("sub", subject)
     }
