@@ -7,118 +7,27 @@
     clippy::indexing_slicing
 )]
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http::Response;
-use http_body_util::Full;
-use hyper::server::conn::http1;
-use hyper_util::rt::TokioIo;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest_middleware::ClientWithMiddleware;
-use serde_json::json;
-use tokio::net::TcpListener;
 use warden::gateway::{Gateway, Listeners};
 use warden_client::{BoxError, Error, RetryPolicy, SendChecked, TokenSource};
-use warden_core::Config;
-
-const PUBLIC_KEY: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../testdata/keys/rsa.pub.pem"
-);
-const PRIVATE_KEY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/keys/rsa.key");
-
-const CONFIG: &str = r#"
-[log]
-decisions = "off"
-
-[upstreams.app]
-url = "http://{upstream}"
-
-[sources.jwt]
-type = "jwt"
-algorithms = ["RS256"]
-keys = [{ kid = "rsa-1", pem_file = "{public_key}" }]
-
-[[routes]]
-name = "me"
-path = "/me"
-upstream = "app"
-auth = ["jwt"]
-
-[[routes]]
-name = "admin"
-path = "/admin"
-upstream = "app"
-auth = ["jwt"]
-roles = ["admin"]
-
-[[routes]]
-name = "scoped"
-path = "/scoped"
-upstream = "app"
-auth = ["jwt"]
-scopes = ["docs:write"]
-
-[[routes]]
-name = "limited"
-path = "/limited"
-upstream = "app"
-auth = ["jwt"]
-
-[[limits]]
-name = "l"
-key = ["route"]
-limit = 1
-window = "2s"
-routes = ["limited"]
-"#;
-
-/// An upstream that answers 200 to everything and counts requests.
-async fn upstream() -> (SocketAddr, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let count = Arc::new(AtomicUsize::new(0));
-    let counter = Arc::clone(&count);
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let counter = Arc::clone(&counter);
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |_req| {
-                    counter.fetch_add(1, Ordering::SeqCst);
-                    async {
-                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(
-                            b"{\"upstream\":true}",
-                        ))))
-                    }
-                });
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    (addr, count)
-}
+use warden_testkit::{Token, Upstream, fixture, now};
 
 struct Setup {
     gateway: Gateway,
-    upstream_requests: Arc<AtomicUsize>,
+    upstream: Upstream,
 }
 
 impl Setup {
+    /// A gateway running the `client` fixture (`/me`; `/admin`, role admin; `/scoped`, scope
+    /// docs:write; `/limited`, one request per 2 s), in front of a recording upstream.
     async fn start() -> Self {
-        let (addr, upstream_requests) = upstream().await;
-        let text = CONFIG
-            .replace("{upstream}", &addr.to_string())
-            .replace("{public_key}", PUBLIC_KEY);
-        let config = Config::parse(&text, Path::new("warden-client-test.toml"))
-            .unwrap_or_else(|e| panic!("{e}"));
+        let upstream = Upstream::start().await;
+        let config = fixture("client").upstream(upstream.addr).config();
         let gateway = Gateway::start(
             config,
             Listeners {
@@ -128,10 +37,7 @@ impl Setup {
         )
         .await
         .unwrap();
-        Self {
-            gateway,
-            upstream_requests,
-        }
+        Self { gateway, upstream }
     }
 
     fn url(&self, path: &str) -> String {
@@ -139,33 +45,20 @@ impl Setup {
     }
 
     fn upstream_requests(&self) -> usize {
-        self.upstream_requests.load(Ordering::SeqCst)
+        self.upstream.seen().len()
     }
 }
 
-fn now() -> i64 {
-    i64::try_from(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs(),
-    )
-    .unwrap()
-}
-
-/// An RS256 token (kid `rsa-1`) expiring `expires_in` seconds from now.
+/// An RS256 token (kid `rsa-1`) issued two hours ago, expiring `expires_in` seconds from now.
 fn token(roles: &[&str], scopes: &[&str], expires_in: i64) -> String {
-    let key = EncodingKey::from_rsa_pem(&std::fs::read(PRIVATE_KEY).unwrap()).unwrap();
-    let mut header = Header::new(Algorithm::RS256);
-    header.kid = Some("rsa-1".to_owned());
-    let claims = json!({
-        "sub": "vic",
-        "roles": roles,
-        "scope": scopes.join(" "),
-        "iat": now() - 7200,
-        "exp": now() + expires_in,
-    });
-    jsonwebtoken::encode(&header, &claims, &key).unwrap()
+    Token::new()
+        .sub("vic")
+        .roles(roles)
+        .scopes(scopes)
+        .iat(now() - 7200)
+        .exp_in(expires_in)
+        .kid("rsa-1")
+        .sign_rs256()
 }
 
 /// Hands out `first`, then `next` on every refresh, and counts refreshes.

@@ -22,14 +22,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderValue, Method, header};
 use ipnet::{IpNet, Ipv4Net};
-use jsonwebtoken::{Algorithm, AlgorithmFamily, EncodingKey, Header};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use warden_core::network::{Action, IpRules};
 use warden_core::normalize::normalize;
-use warden_core::{Config, Engine, RequestView};
+use warden_core::{Engine, RequestView};
+use warden_testkit::{Algorithm, Key, Token, fixture};
 
-const KEYS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/keys");
 const NOW: u64 = 1_800_000_000;
 const ROLES: usize = 50;
 const DOCUMENTS: usize = 1_000;
@@ -54,17 +53,6 @@ fn scratch_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("warden-bench-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
-}
-
-fn sign(alg: Algorithm, key_file: &str, claims: &serde_json::Value) -> String {
-    let bytes = std::fs::read(format!("{KEYS}/{key_file}")).unwrap();
-    let key = match alg.family() {
-        AlgorithmFamily::Hmac => EncodingKey::from_secret(&bytes),
-        AlgorithmFamily::Rsa => EncodingKey::from_rsa_pem(&bytes).unwrap(),
-        AlgorithmFamily::Ec => EncodingKey::from_ec_pem(&bytes).unwrap(),
-        AlgorithmFamily::Ed => EncodingKey::from_ed_pem(&bytes).unwrap(),
-    };
-    jsonwebtoken::encode(&Header::new(alg), claims, &key).unwrap()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -131,40 +119,23 @@ fn entities() -> String {
     serde_json::to_string(&list).unwrap()
 }
 
-/// An engine with an HS256 source and a route authorized by `policies` policies (or none).
+/// An engine with an HS256 source and a route authorized by `policies` policies (or none):
+/// the `bench-cedar` fixture, with the policies and entities written for it.
 fn cedar_engine(policies_count: Option<usize>, one_action: bool) -> Engine {
-    let dir = scratch_dir(&format!("cedar-{policies_count:?}-{one_action}"));
-    let authorization = match policies_count {
-        Some(n) => {
-            std::fs::write(dir.join("policies.cedar"), policies(n, one_action)).unwrap();
-            std::fs::write(dir.join("entities.json"), entities()).unwrap();
-            "[authorization]\npolicies = [\"policies.cedar\"]\nentities = \"entities.json\"\n"
-        }
-        None => "",
-    };
-    let text = format!(
-        r#"
-[upstreams.app]
-url = "http://127.0.0.1:3000"
-
-[sources.idp]
-type = "jwt"
-algorithms = ["HS256"]
-keys = [{{ secret_file = "{KEYS}/hmac.secret" }}]
-attributes = ["department"]
-
-{authorization}
-[[routes]]
-name = "read-doc"
-path = "/docs/{{id}}"
-upstream = "app"
-auth = ["idp"]
-action = "act7"
-resource = {{ type = "Document", id = "{{id}}" }}
-"#
-    );
-    let origin = dir.join("warden.toml");
-    Engine::new(Config::parse(&text, &origin).unwrap_or_else(|e| panic!("{e}")))
+    let mut config = fixture("bench-cedar");
+    if let Some(n) = policies_count {
+        let dir = scratch_dir(&format!("cedar-{policies_count:?}-{one_action}"));
+        let (policies_file, entities_file) =
+            (dir.join("policies.cedar"), dir.join("entities.json"));
+        std::fs::write(&policies_file, policies(n, one_action)).unwrap();
+        std::fs::write(&entities_file, entities()).unwrap();
+        config = config.append(&format!(
+            "\n[authorization]\npolicies = [\"{}\"]\nentities = \"{}\"\n",
+            policies_file.display(),
+            entities_file.display()
+        ));
+    }
+    Engine::new(config.config())
 }
 
 fn bearer(token: &str) -> HeaderMap {
@@ -177,14 +148,13 @@ fn bearer(token: &str) -> HeaderMap {
 }
 
 fn cedar(c: &mut Criterion) {
-    let token = sign(
-        Algorithm::HS256,
-        "hmac.secret",
-        &json!({
-            "sub": "alice", "exp": NOW + 86_400, "roles": ["role7", "role31"],
-            "scope": "scope2 scope4", "department": "dept1"
-        }),
-    );
+    let token = Token::at(NOW)
+        .sub("alice")
+        .exp_in(86_400)
+        .roles(["role7", "role31"])
+        .scope("scope2 scope4")
+        .claim("department", "dept1")
+        .sign_hs256();
     let headers = bearer(&token);
     let mut group = c.benchmark_group("cedar");
     // The same decision without authorization: what the policies add is the difference.
@@ -217,55 +187,24 @@ fn cedar(c: &mut Criterion) {
 // JWT
 
 fn jwt(c: &mut Criterion) {
-    let dir = scratch_dir("jwt");
-    let text = format!(
-        r#"
-[upstreams.app]
-url = "http://127.0.0.1:3000"
-[sources.hs256]
-type = "jwt"
-algorithms = ["HS256"]
-keys = [{{ secret_file = "{KEYS}/hmac.secret" }}]
-[sources.rs256]
-type = "jwt"
-algorithms = ["RS256"]
-keys = [{{ pem_file = "{KEYS}/rsa.pub.pem" }}]
-[sources.ps256]
-type = "jwt"
-algorithms = ["PS256"]
-keys = [{{ pem_file = "{KEYS}/rsa.pub.pem" }}]
-[sources.es256]
-type = "jwt"
-algorithms = ["ES256"]
-keys = [{{ pem_file = "{KEYS}/ec256.pub.pem" }}]
-[sources.es384]
-type = "jwt"
-algorithms = ["ES384"]
-keys = [{{ pem_file = "{KEYS}/ec384.pub.pem" }}]
-[sources.eddsa]
-type = "jwt"
-algorithms = ["EdDSA"]
-keys = [{{ pem_file = "{KEYS}/ed25519.pub.pem" }}]
-[[routes]]
-path = "/"
-upstream = "app"
-"#
-    );
-    let engine = Engine::new(Config::parse(&text, &dir.join("warden.toml")).unwrap());
-    let claims = json!({
-        "sub": "alice", "iat": NOW, "exp": NOW + 3600, "jti": "b7c3c8e0",
-        "roles": ["viewer", "editor"], "scope": "docs:read docs:write"
-    });
+    let engine = Engine::new(fixture("jwt-algorithms").config());
+    let claims = Token::at(NOW)
+        .sub("alice")
+        .iat(NOW)
+        .exp_in(3600)
+        .jti("b7c3c8e0")
+        .roles(["viewer", "editor"])
+        .scope("docs:read docs:write");
     let mut group = c.benchmark_group("jwt_cold");
     for (alg, source, key) in [
-        (Algorithm::HS256, "hs256", "hmac.secret"),
-        (Algorithm::RS256, "rs256", "rsa.key"),
-        (Algorithm::PS256, "ps256", "rsa.key"),
-        (Algorithm::ES256, "es256", "ec256.key"),
-        (Algorithm::ES384, "es384", "ec384.key"),
-        (Algorithm::EdDSA, "eddsa", "ed25519.key"),
+        (Algorithm::HS256, "hs256", Key::Hmac),
+        (Algorithm::RS256, "rs256", Key::Rsa),
+        (Algorithm::PS256, "ps256", Key::Rsa),
+        (Algorithm::ES256, "es256", Key::Ec256),
+        (Algorithm::ES384, "es384", Key::Ec384),
+        (Algorithm::EdDSA, "eddsa", Key::Ed25519),
     ] {
-        let token = sign(alg, key, &claims);
+        let token = claims.sign_with(alg, key);
         assert!(engine.verify_token(source, &token, at()).unwrap().is_ok());
         group.bench_function(format!("{alg:?}"), |b| {
             b.iter(|| engine.verify_token(source, black_box(&token), at()));
@@ -274,7 +213,7 @@ upstream = "app"
     group.finish();
 
     // The cache key: the SHA-256 of a token of typical size.
-    let token = sign(Algorithm::RS256, "rsa.key", &claims);
+    let token = claims.sign_rs256();
     c.bench_function(&format!("token_digest/sha256_{}_bytes", token.len()), |b| {
         b.iter(|| Sha256::digest(black_box(token.as_bytes())));
     });

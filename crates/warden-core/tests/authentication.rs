@@ -1,6 +1,7 @@
 //! Authentication, end to end through the engine: real keys from `testdata/keys`
-//! (regenerate them with `testdata/keys/make.sh`), tokens signed here, decisions and the
-//! rendered refusals checked exactly. No network.
+//! (regenerate them with `testdata/keys/make.sh`), tokens signed by the test kit, the
+//! configuration `testdata/fixtures/authentication.toml`, decisions and the rendered
+//! refusals checked exactly. No network.
 
 // Helpers outside `#[test]` functions are test code too; the workspace's allow-*-in-tests
 // settings do not reach them in an integration-test crate.
@@ -17,19 +18,18 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use argon2::password_hash::{PasswordHasher, SaltString};
 use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, header};
-use jsonwebtoken::{Algorithm, AlgorithmFamily, EncodingKey, Header};
 use serde_json::{Value, json};
 use warden_core::auth::api_key::hash_api_key;
 use warden_core::decision::{Allow, TokenProblem};
 use warden_core::identity::CredentialKind;
 use warden_core::response::{Branding, render_decision};
 use warden_core::{Config, ConfigError, Decision, Engine, Identity, Reason, RequestView, Verdict};
+use warden_testkit::{Algorithm, Key, Token, b64url_json, fixture, read_key};
 
-const KEYS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/keys");
-/// The configuration's origin: key files are read relative to its directory.
+/// The origin of the inline configurations: key files are read relative to its directory.
 const ORIGIN: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../../testdata/keys/warden.toml"
@@ -44,159 +44,16 @@ const PASSWORD: &str = "correct horse battery staple";
 // ---------------------------------------------------------------------------------------
 // Configuration and engine
 
-fn config_text() -> String {
+fn fresh_engine() -> Engine {
     let salt = SaltString::encode_b64(b"warden-test-salt").unwrap();
     let argon = argon2::Argon2::default()
         .hash_password(PASSWORD.as_bytes(), &salt)
         .unwrap()
         .to_string();
-    let api_key = hash_api_key(API_KEY);
-    format!(
-        r#"
-[upstreams.app]
-url = "http://127.0.0.1:3000"
-
-[sources.rs256]
-type = "jwt"
-algorithms = ["RS256"]
-issuer = "{ISSUER}"
-audience = ["{AUDIENCE}"]
-keys = [{{ pem_file = "rsa.pub.pem", kid = "rsa-1" }}]
-
-[sources.ps256]
-type = "jwt"
-algorithms = ["PS256"]
-keys = [{{ pem_file = "rsa.pub.pem" }}]
-
-[sources.es256]
-type = "jwt"
-algorithms = ["ES256"]
-keys = [{{ pem_file = "ec256.pub.pem" }}]
-
-[sources.es384]
-type = "jwt"
-algorithms = ["ES384"]
-keys = [{{ pem_file = "ec384.pub.pem" }}]
-
-[sources.eddsa]
-type = "jwt"
-algorithms = ["EdDSA"]
-keys = [{{ pem_file = "ed25519.pub.pem" }}]
-
-[sources.hs256]
-type = "jwt"
-algorithms = ["HS256"]
-keys = [{{ secret_file = "hmac.secret" }}]
-
-[sources.jwks]
-type = "jwt"
-algorithms = ["RS256", "ES256", "EdDSA"]
-jwks_file = "jwks.json"
-
-[sources.session]
-type = "jwt"
-algorithms = ["RS256"]
-cookie = "session"
-keys = [{{ pem_file = "rsa.pub.pem" }}]
-
-[sources.realm]
-type = "jwt"
-algorithms = ["RS256"]
-roles_claim = "realm_access.roles"
-keys = [{{ pem_file = "rsa.pub.pem" }}]
-
-[sources.apikey]
-type = "api_key"
-keys = [{{ id = "ci-1", sha256 = "{api_key}", subject = "ci-bot", roles = ["deployer"], scopes = ["deploy"] }}]
-
-[sources.basic]
-type = "basic"
-users = [{{ name = "ops", hash = "{argon}", roles = ["admin"] }}]
-
-[[routes]]
-path = "/rs256"
-upstream = "app"
-auth = ["rs256"]
-
-[[routes]]
-path = "/ps256"
-upstream = "app"
-auth = ["ps256"]
-
-[[routes]]
-path = "/es256"
-upstream = "app"
-auth = ["es256"]
-
-[[routes]]
-path = "/es384"
-upstream = "app"
-auth = ["es384"]
-
-[[routes]]
-path = "/eddsa"
-upstream = "app"
-auth = ["eddsa"]
-
-[[routes]]
-path = "/hs256"
-upstream = "app"
-auth = ["hs256"]
-
-[[routes]]
-path = "/jwks"
-upstream = "app"
-auth = ["jwks"]
-
-[[routes]]
-path = "/cookie"
-upstream = "app"
-auth = ["session"]
-
-[[routes]]
-path = "/realm"
-upstream = "app"
-auth = ["realm"]
-roles = ["admin"]
-
-[[routes]]
-path = "/admin"
-upstream = "app"
-auth = ["rs256"]
-roles = ["admin"]
-
-[[routes]]
-path = "/docs"
-upstream = "app"
-auth = ["rs256"]
-scopes = ["docs:write"]
-
-[[routes]]
-path = "/mixed"
-upstream = "app"
-auth = ["rs256", "apikey"]
-
-[[routes]]
-path = "/apikey"
-upstream = "app"
-auth = ["apikey"]
-
-[[routes]]
-path = "/basic"
-upstream = "app"
-auth = ["basic"]
-
-[[routes]]
-path = "/secret"
-upstream = "app"
-auth = ["rs256"]
-concealed = true
-"#
-    )
-}
-
-fn fresh_engine() -> Engine {
-    let config = Config::parse(&config_text(), Path::new(ORIGIN)).unwrap_or_else(|e| panic!("{e}"));
+    let config = fixture("authentication")
+        .var("api_key_sha256", hash_api_key(API_KEY))
+        .var("argon2_hash", argon)
+        .config();
     Engine::new(config)
 }
 
@@ -209,65 +66,14 @@ fn engine() -> &'static Engine {
 // ---------------------------------------------------------------------------------------
 // Tokens
 
-fn read_key(name: &str) -> Vec<u8> {
-    std::fs::read(format!("{KEYS}/{name}")).unwrap_or_else(|e| panic!("{name}: {e}"))
-}
-
-fn encoding_key(alg: Algorithm, file: &str) -> EncodingKey {
-    let bytes = read_key(file);
-    match alg.family() {
-        AlgorithmFamily::Hmac => EncodingKey::from_secret(&bytes),
-        AlgorithmFamily::Rsa => EncodingKey::from_rsa_pem(&bytes).unwrap(),
-        AlgorithmFamily::Ec => EncodingKey::from_ec_pem(&bytes).unwrap(),
-        AlgorithmFamily::Ed => EncodingKey::from_ed_pem(&bytes).unwrap(),
-    }
-}
-
 /// Claims every source accepts: subject, issuer, audience, a live expiry.
-fn claims() -> Value {
-    json!({
-        "sub": "alice",
-        "iss": ISSUER,
-        "aud": AUDIENCE,
-        "iat": NOW,
-        "exp": NOW + 3600,
-    })
-}
-
-/// [`claims`] with members set (or removed, by a `null`).
-fn claims_with(changes: Value) -> Value {
-    let mut claims = claims();
-    let map = claims.as_object_mut().unwrap();
-    for (k, v) in changes.as_object().unwrap() {
-        if v.is_null() {
-            map.remove(k);
-        } else {
-            map.insert(k.clone(), v.clone());
-        }
-    }
-    claims
-}
-
-fn token(alg: Algorithm, key_file: &str, kid: Option<&str>, claims: &Value) -> String {
-    let mut header = Header::new(alg);
-    header.kid = kid.map(str::to_owned);
-    jsonwebtoken::encode(&header, claims, &encoding_key(alg, key_file)).unwrap()
-}
-
-fn rs256(claims: &Value) -> String {
-    token(Algorithm::RS256, "rsa.key", None, claims)
-}
-
-fn b64_json(value: &Value) -> String {
-    URL_SAFE_NO_PAD.encode(serde_json::to_vec(value).unwrap())
-}
-
-/// A token with a hand-written header, properly signed: only the header can be at fault.
-fn raw_token(header: &Value, claims: &Value, alg: Algorithm, key_file: &str) -> String {
-    let input = format!("{}.{}", b64_json(header), b64_json(claims));
-    let signature =
-        jsonwebtoken::crypto::sign(input.as_bytes(), &encoding_key(alg, key_file), alg).unwrap();
-    format!("{input}.{signature}")
+fn claims() -> Token {
+    Token::at(NOW)
+        .sub("alice")
+        .iss(ISSUER)
+        .aud(AUDIENCE)
+        .iat(NOW)
+        .exp_in(3600)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -405,15 +211,15 @@ fn allowed_identity(decision: &Decision) -> &Identity {
 #[test]
 fn every_pinned_algorithm_verifies_its_own_tokens() {
     let cases = [
-        ("/rs256", "rs256", Algorithm::RS256, "rsa.key"),
-        ("/ps256", "ps256", Algorithm::PS256, "rsa.key"),
-        ("/es256", "es256", Algorithm::ES256, "ec256.key"),
-        ("/es384", "es384", Algorithm::ES384, "ec384.key"),
-        ("/eddsa", "eddsa", Algorithm::EdDSA, "ed25519.key"),
-        ("/hs256", "hs256", Algorithm::HS256, "hmac.secret"),
+        ("/rs256", "rs256", Algorithm::RS256, Key::Rsa),
+        ("/ps256", "ps256", Algorithm::PS256, Key::Rsa),
+        ("/es256", "es256", Algorithm::ES256, Key::Ec256),
+        ("/es384", "es384", Algorithm::ES384, Key::Ec384),
+        ("/eddsa", "eddsa", Algorithm::EdDSA, Key::Ed25519),
+        ("/hs256", "hs256", Algorithm::HS256, Key::Hmac),
     ];
     for (path, source, alg, key) in cases {
-        let decision = get_bearer(path, &token(alg, key, None, &claims()));
+        let decision = get_bearer(path, &claims().sign_with(alg, key));
         let identity = allowed_identity(&decision);
         assert_eq!(identity.subject, "alice", "{alg:?}");
         assert_eq!(&*identity.source, source);
@@ -426,17 +232,17 @@ fn every_pinned_algorithm_verifies_its_own_tokens() {
 fn each_source_refuses_the_algorithms_it_does_not_pin() {
     // An ES256 token at the RS256 route, an RS256 token at the PS256 route, and so on.
     let cases = [
-        ("/rs256", Algorithm::PS256, "rsa.key"),
-        ("/rs256", Algorithm::ES256, "ec256.key"),
-        ("/ps256", Algorithm::RS256, "rsa.key"),
-        ("/es256", Algorithm::ES384, "ec384.key"),
-        ("/es384", Algorithm::ES256, "ec256.key"),
-        ("/eddsa", Algorithm::RS256, "rsa.key"),
-        ("/hs256", Algorithm::HS384, "hmac.secret"),
+        ("/rs256", Algorithm::PS256, Key::Rsa),
+        ("/rs256", Algorithm::ES256, Key::Ec256),
+        ("/ps256", Algorithm::RS256, Key::Rsa),
+        ("/es256", Algorithm::ES384, Key::Ec384),
+        ("/es384", Algorithm::ES256, Key::Ec256),
+        ("/eddsa", Algorithm::RS256, Key::Rsa),
+        ("/hs256", Algorithm::HS384, Key::Hmac),
     ];
     for (path, alg, key) in cases {
         assert_invalid_token(
-            &get_bearer(path, &token(alg, key, None, &claims())),
+            &get_bearer(path, &claims().sign_with(alg, key)),
             TokenProblem::AlgorithmNotAllowed,
         );
     }
@@ -485,13 +291,13 @@ fn garbage_tokens_are_garbled() {
         "a.b.c.d",
         "eyJhbGciOiJSUzI1NiJ9..c2ln",
         // A header that is base64url JSON but not an object.
-        &format!("{}.{}.c2ln", b64_json(&json!([1])), b64_json(&claims())),
-        // A header without `alg`.
         &format!(
             "{}.{}.c2ln",
-            b64_json(&json!({"typ": "JWT"})),
-            b64_json(&claims())
+            b64url_json(&json!([1])),
+            claims().encoded_claims()
         ),
+        // A header without `alg` (`{"typ": "JWT"}`).
+        &format!("{}c2ln", claims().unsigned()),
     ] {
         assert_invalid_token(&get_bearer("/rs256", garbage), TokenProblem::Garbled);
     }
@@ -499,7 +305,7 @@ fn garbage_tokens_are_garbled() {
 
 #[test]
 fn a_token_over_the_size_limit_is_refused_before_parsing() {
-    let big = rs256(&claims_with(json!({"pad": "x".repeat(9000)})));
+    let big = claims().claim("pad", "x".repeat(9000)).sign_rs256();
     assert!(big.len() > 8192);
     assert_invalid_token(&get_bearer("/rs256", &big), TokenProblem::TooLarge);
     // Garbage of the same size is refused the same way: the size check comes first.
@@ -511,7 +317,7 @@ fn a_token_over_the_size_limit_is_refused_before_parsing() {
 
 #[test]
 fn two_authorization_headers_are_an_invalid_request() {
-    let t = format!("Bearer {}", rs256(&claims()));
+    let t = format!("Bearer {}", claims().sign_rs256());
     let decision = get("/rs256", &[("authorization", &t), ("authorization", &t)]);
     assert_refused(
         engine(),
@@ -546,7 +352,7 @@ fn bearer_credentials_must_be_one_token() {
 
 #[test]
 fn a_bearer_token_and_an_api_key_together_are_an_invalid_request() {
-    let t = format!("Bearer {}", rs256(&claims()));
+    let t = format!("Bearer {}", claims().sign_rs256());
     // Each alone is accepted.
     assert_eq!(
         allowed_identity(&get("/mixed", &[("authorization", &t)])).subject,
@@ -579,40 +385,34 @@ fn a_bearer_token_and_an_api_key_together_are_an_invalid_request() {
 fn expiry_is_checked_against_the_engine_clock_with_leeway() {
     // The default leeway is 30 s: a token is refused from `exp + 30` on.
     assert_invalid_token(
-        &get_bearer("/rs256", &rs256(&claims_with(json!({"exp": NOW - 31})))),
+        &get_bearer("/rs256", &claims().exp_in(-31).sign_rs256()),
         TokenProblem::Expired,
     );
     assert_invalid_token(
-        &get_bearer("/rs256", &rs256(&claims_with(json!({"exp": NOW - 30})))),
+        &get_bearer("/rs256", &claims().exp_in(-30).sign_rs256()),
         TokenProblem::Expired,
     );
-    let within = get_bearer("/rs256", &rs256(&claims_with(json!({"exp": NOW - 29}))));
+    let within = get_bearer("/rs256", &claims().exp_in(-29).sign_rs256());
     assert_eq!(allowed_identity(&within).expires_at, Some(NOW - 29));
 }
 
 #[test]
 fn a_token_not_yet_valid_is_refused_beyond_leeway() {
     assert_invalid_token(
-        &get_bearer("/rs256", &rs256(&claims_with(json!({"nbf": NOW + 31})))),
+        &get_bearer("/rs256", &claims().nbf_in(31).sign_rs256()),
         TokenProblem::NotYetValid,
     );
-    allowed_identity(&get_bearer(
-        "/rs256",
-        &rs256(&claims_with(json!({"nbf": NOW + 30}))),
-    ));
+    allowed_identity(&get_bearer("/rs256", &claims().nbf_in(30).sign_rs256()));
 }
 
 #[test]
 fn the_issuer_must_be_the_configured_one_and_present() {
     assert_invalid_token(
-        &get_bearer(
-            "/rs256",
-            &rs256(&claims_with(json!({"iss": "https://evil.test"}))),
-        ),
+        &get_bearer("/rs256", &claims().iss("https://evil.test").sign_rs256()),
         TokenProblem::WrongIssuer,
     );
     assert_invalid_token(
-        &get_bearer("/rs256", &rs256(&claims_with(json!({"iss": null})))),
+        &get_bearer("/rs256", &claims().without("iss").sign_rs256()),
         TokenProblem::MissingClaim,
     );
 }
@@ -620,42 +420,42 @@ fn the_issuer_must_be_the_configured_one_and_present() {
 #[test]
 fn the_audience_must_include_a_configured_one() {
     assert_invalid_token(
-        &get_bearer("/rs256", &rs256(&claims_with(json!({"aud": "other-api"})))),
+        &get_bearer("/rs256", &claims().aud("other-api").sign_rs256()),
         TokenProblem::WrongAudience,
     );
     assert_invalid_token(
         &get_bearer(
             "/rs256",
-            &rs256(&claims_with(json!({"aud": ["other-api", "third-api"]}))),
+            &claims().aud(json!(["other-api", "third-api"])).sign_rs256(),
         ),
         TokenProblem::WrongAudience,
     );
     assert_invalid_token(
-        &get_bearer("/rs256", &rs256(&claims_with(json!({"aud": null})))),
+        &get_bearer("/rs256", &claims().without("aud").sign_rs256()),
         TokenProblem::MissingClaim,
     );
     allowed_identity(&get_bearer(
         "/rs256",
-        &rs256(&claims_with(json!({"aud": ["other-api", AUDIENCE]}))),
+        &claims().aud(json!(["other-api", AUDIENCE])).sign_rs256(),
     ));
 }
 
 #[test]
 fn exp_and_sub_are_required_by_default() {
     assert_invalid_token(
-        &get_bearer("/rs256", &rs256(&claims_with(json!({"exp": null})))),
+        &get_bearer("/rs256", &claims().without("exp").sign_rs256()),
         TokenProblem::MissingClaim,
     );
     assert_invalid_token(
-        &get_bearer("/rs256", &rs256(&claims_with(json!({"sub": null})))),
+        &get_bearer("/rs256", &claims().without("sub").sign_rs256()),
         TokenProblem::MissingClaim,
     );
     assert_invalid_token(
-        &get_bearer("/rs256", &rs256(&claims_with(json!({"sub": ""})))),
+        &get_bearer("/rs256", &claims().sub("").sign_rs256()),
         TokenProblem::MissingClaim,
     );
     assert_invalid_token(
-        &get_bearer("/rs256", &rs256(&claims_with(json!({"exp": "tomorrow"})))),
+        &get_bearer("/rs256", &claims().claim("exp", "tomorrow").sign_rs256()),
         TokenProblem::MissingClaim,
     );
 }
@@ -666,11 +466,7 @@ fn exp_and_sub_are_required_by_default() {
 #[test]
 fn an_hmac_token_keyed_with_the_rsa_public_key_is_refused() {
     // The classic RS→HS confusion: the public key PEM bytes used as the HMAC secret.
-    let public_pem = read_key("rsa.pub.pem");
-    let mut header = Header::new(Algorithm::HS256);
-    header.kid = Some("rsa-1".to_owned());
-    let forged =
-        jsonwebtoken::encode(&header, &claims(), &EncodingKey::from_secret(&public_pem)).unwrap();
+    let forged = claims().kid("rsa-1").sign(Key::secret_file("rsa.pub.pem"));
     assert_invalid_token(
         &get_bearer("/rs256", &forged),
         TokenProblem::AlgorithmNotAllowed,
@@ -682,12 +478,9 @@ fn an_hmac_token_keyed_with_the_rsa_public_key_is_refused() {
     );
 }
 
+/// `{"alg": spelling, "typ": "JWT"}` over the usual claims, then `signature`.
 fn none_token(spelling: &str, signature: &str) -> String {
-    format!(
-        "{}.{}.{signature}",
-        b64_json(&json!({"alg": spelling, "typ": "JWT"})),
-        b64_json(&claims())
-    )
+    format!("{}{signature}", claims().header("alg", spelling).unsigned())
 }
 
 #[test]
@@ -723,12 +516,10 @@ fn rsa_jwk() -> Value {
 
 #[test]
 fn keys_carried_or_pointed_at_by_the_token_are_refused() {
-    let base = json!({"alg": "RS256", "typ": "JWT", "kid": "rsa-1"});
+    // `{"alg": "RS256", "typ": "JWT", "kid": "rsa-1"}`, then one parameter more.
+    let base = claims().kid("rsa-1");
     // The same construction without the parameter is accepted: only the parameter is at fault.
-    allowed_identity(&get_bearer(
-        "/rs256",
-        &raw_token(&base, &claims(), Algorithm::RS256, "rsa.key"),
-    ));
+    allowed_identity(&get_bearer("/rs256", &base.sign_rs256()));
     let params = [
         ("jwk", rsa_jwk()),
         ("jku", json!("https://evil.test/jwks.json")),
@@ -736,9 +527,7 @@ fn keys_carried_or_pointed_at_by_the_token_are_refused() {
         ("x5c", json!(["MIIBszCCAVmgAwIBAgIUQ2VydGlmaWNhdGU="])),
     ];
     for (name, value) in params {
-        let mut header = base.clone();
-        header[name] = value;
-        let token = raw_token(&header, &claims(), Algorithm::RS256, "rsa.key");
+        let token = base.clone().header(name, value).sign_rs256();
         assert_invalid_token(&get_bearer("/rs256", &token), TokenProblem::EmbeddedKey);
         assert_invalid_token(&get_bearer("/jwks", &token), TokenProblem::EmbeddedKey);
     }
@@ -746,13 +535,10 @@ fn keys_carried_or_pointed_at_by_the_token_are_refused() {
 
 #[test]
 fn critical_header_extensions_are_refused() {
-    let header = json!({
-        "alg": "RS256",
-        "typ": "JWT",
-        "crit": ["urn:example:ext"],
-        "urn:example:ext": true,
-    });
-    let token = raw_token(&header, &claims(), Algorithm::RS256, "rsa.key");
+    let token = claims()
+        .header("crit", json!(["urn:example:ext"]))
+        .header("urn:example:ext", true)
+        .sign_rs256();
     assert_invalid_token(
         &get_bearer("/rs256", &token),
         TokenProblem::UnsupportedCritical,
@@ -761,28 +547,23 @@ fn critical_header_extensions_are_refused() {
 
 #[test]
 fn an_unknown_kid_names_no_key() {
-    let t = token(Algorithm::RS256, "rsa.key", Some("rsa-9"), &claims());
+    let t = claims().kid("rsa-9").sign_rs256();
     assert_invalid_token(&get_bearer("/rs256", &t), TokenProblem::UnknownKey);
     // A `kid` of absurd length is no key of ours either.
-    let t = token(
-        Algorithm::RS256,
-        "rsa.key",
-        Some(&"k".repeat(300)),
-        &claims(),
-    );
+    let t = claims().kid(&"k".repeat(300)).sign_rs256();
     assert_invalid_token(&get_bearer("/rs256", &t), TokenProblem::UnknownKey);
 }
 
 #[test]
 fn a_token_signed_by_another_key_under_a_known_kid_has_a_bad_signature() {
-    let t = token(Algorithm::RS256, "rsa2.key", Some("rsa-1"), &claims());
+    let t = claims().kid("rsa-1").sign(Key::Rsa2);
     assert_invalid_token(&get_bearer("/rs256", &t), TokenProblem::BadSignature);
-    let t = token(Algorithm::RS256, "rsa2.key", None, &claims());
+    let t = claims().sign(Key::Rsa2);
     assert_invalid_token(&get_bearer("/rs256", &t), TokenProblem::BadSignature);
     // A tampered payload under the right key.
-    let good = rs256(&claims());
+    let good = claims().sign_rs256();
     let mut parts: Vec<&str> = good.split('.').collect();
-    let forged_claims = b64_json(&claims_with(json!({"sub": "root"})));
+    let forged_claims = claims().sub("root").encoded_claims();
     parts[1] = &forged_claims;
     assert_invalid_token(
         &get_bearer("/rs256", &parts.join(".")),
@@ -804,13 +585,14 @@ fn every_key_of_the_jwks_file_verifies_its_tokens() {
             &[("authorization", &format!("Bearer {t}"))],
         )
     };
-    for (alg, key, kid) in [
-        (Algorithm::RS256, "rsa.key", "rsa-1"),
-        (Algorithm::ES256, "ec256.key", "ec-1"),
-        (Algorithm::EdDSA, "ed25519.key", "ed-1"),
+    // RS256, ES256 and EdDSA, each under its kid and without one.
+    for (key, kid) in [
+        (Key::Rsa, "rsa-1"),
+        (Key::Ec256, "ec-1"),
+        (Key::Ed25519, "ed-1"),
     ] {
-        for kid in [Some(kid), None] {
-            let decision = get_jwks(&token(alg, key, kid, &claims()));
+        for token in [claims().kid(kid), claims()] {
+            let decision = get_jwks(&token.sign(key.clone()));
             let identity = allowed_identity(&decision);
             assert_eq!(
                 (identity.subject.as_str(), &*identity.source),
@@ -831,31 +613,26 @@ fn every_key_of_the_jwks_file_verifies_its_tokens() {
     };
     // A key of the right family under another key's kid.
     refused(
-        &token(Algorithm::ES256, "ec256.key", Some("rsa-1"), &claims()),
+        &claims().kid("rsa-1").sign_es256(),
         TokenProblem::UnknownKey,
     );
     // The JWK pins RS256: the same RSA key does not verify PS256 (not pinned either).
     refused(
-        &token(Algorithm::PS256, "rsa.key", Some("rsa-1"), &claims()),
+        &claims().kid("rsa-1").sign_ps256(),
         TokenProblem::AlgorithmNotAllowed,
     );
     // The rotated key is unknown until it is fetched, and impersonates no one.
-    let rotated = token(Algorithm::RS256, "rsa2.key", Some("rsa-2"), &claims());
+    let rotated = claims().kid("rsa-2").sign(Key::Rsa2);
     refused(&rotated, TokenProblem::UnknownKey);
     refused(
-        &token(Algorithm::RS256, "rsa2.key", Some("rsa-1"), &claims()),
+        &claims().kid("rsa-1").sign(Key::Rsa2),
         TokenProblem::BadSignature,
     );
 
     let jwks = read_key("jwks-rotated.json");
     assert_eq!(engine.config().set_fetched_keys("jwks", &jwks), Ok(1));
     allowed_identity(&get_jwks(&rotated));
-    allowed_identity(&get_jwks(&token(
-        Algorithm::RS256,
-        "rsa.key",
-        Some("rsa-1"),
-        &claims(),
-    )));
+    allowed_identity(&get_jwks(&claims().kid("rsa-1").sign_rs256()));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -911,17 +688,14 @@ fn basic_credentials_are_checked_against_argon2() {
 
 #[test]
 fn a_cookie_source_reads_its_cookie_only() {
-    let cookie = format!("theme=dark; session={}", rs256(&claims()));
+    let cookie = format!("theme=dark; session={}", claims().sign_rs256());
     let decision = get("/cookie", &[("cookie", &cookie)]);
     let identity = allowed_identity(&decision);
     assert_eq!(identity.subject, "alice");
     assert_eq!(identity.kind, CredentialKind::Cookie);
     assert_eq!(&*identity.source, "session");
 
-    let expired = format!(
-        "session={}; theme=dark",
-        rs256(&claims_with(json!({"exp": NOW - 3600})))
-    );
+    let expired = format!("session={}; theme=dark", claims().expired().sign_rs256());
     let decision = get("/cookie", &[("cookie", &expired)]);
     assert_refused(
         engine(),
@@ -933,7 +707,7 @@ fn a_cookie_source_reads_its_cookie_only() {
     );
 
     // A bearer token is not what this route reads.
-    let decision = get_bearer("/cookie", &rs256(&claims()));
+    let decision = get_bearer("/cookie", &claims().sign_rs256());
     assert_refused(
         engine(),
         &decision,
@@ -949,13 +723,15 @@ fn a_cookie_source_reads_its_cookie_only() {
 
 #[test]
 fn roles_are_read_at_a_dotted_claim_path() {
-    let keycloak = claims_with(json!({"realm_access": {"roles": ["admin", "user"]}}));
-    let decision = get_bearer("/realm", &rs256(&keycloak));
+    let keycloak = claims().claim("realm_access", json!({"roles": ["admin", "user"]}));
+    let decision = get_bearer("/realm", &keycloak.sign_rs256());
     assert_eq!(allowed_identity(&decision).roles, ["admin", "user"]);
 
     // A top-level `roles` claim is not the configured one.
-    let wrong_place = claims_with(json!({"roles": ["admin"], "realm_access": {"roles": ["user"]}}));
-    let decision = get_bearer("/realm", &rs256(&wrong_place));
+    let wrong_place = claims()
+        .roles(["admin"])
+        .claim("realm_access", json!({"roles": ["user"]}));
+    let decision = get_bearer("/realm", &wrong_place.sign_rs256());
     assert_eq!(
         decision.reason(),
         Some(&Reason::MissingRole {
@@ -967,8 +743,8 @@ fn roles_are_read_at_a_dotted_claim_path() {
 
 #[test]
 fn a_missing_role_is_a_plain_403() {
-    let viewer = claims_with(json!({"roles": ["viewer"]}));
-    let decision = get_bearer("/admin", &rs256(&viewer));
+    let viewer = claims().roles(["viewer"]);
+    let decision = get_bearer("/admin", &viewer.sign_rs256());
     let response = assert_refused(
         engine(),
         &decision,
@@ -986,14 +762,14 @@ fn a_missing_role_is_a_plain_403() {
         Some("alice")
     );
 
-    let admin = claims_with(json!({"roles": ["viewer", "admin"]}));
-    allowed_identity(&get_bearer("/admin", &rs256(&admin)));
+    let admin = claims().roles(["viewer", "admin"]);
+    allowed_identity(&get_bearer("/admin", &admin.sign_rs256()));
 }
 
 #[test]
 fn a_missing_scope_is_insufficient_scope() {
-    let reader = claims_with(json!({"scope": "docs:read"}));
-    let decision = get_bearer("/docs", &rs256(&reader));
+    let reader = claims().scope("docs:read");
+    let decision = get_bearer("/docs", &reader.sign_rs256());
     let response = assert_refused(
         engine(),
         &decision,
@@ -1009,8 +785,8 @@ fn a_missing_scope_is_insufficient_scope() {
     );
     assert_eq!(body(&response)["required_scopes"], json!(["docs:write"]));
 
-    let writer = claims_with(json!({"scope": "docs:read docs:write"}));
-    allowed_identity(&get_bearer("/docs", &rs256(&writer)));
+    let writer = claims().scope("docs:read docs:write");
+    allowed_identity(&get_bearer("/docs", &writer.sign_rs256()));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1033,7 +809,7 @@ fn a_concealed_refusal_is_indistinguishable_from_an_unknown_path() {
     let canonical = render(engine(), &unknown);
     assert_eq!(canonical.status(), StatusCode::NOT_FOUND);
 
-    let expired = rs256(&claims_with(json!({"exp": NOW - 3600})));
+    let expired = claims().expired().sign_rs256();
     let cases = [
         (Method::GET, vec![], Reason::NoCredentials),
         (
@@ -1068,7 +844,7 @@ fn a_concealed_refusal_is_indistinguishable_from_an_unknown_path() {
     }
 
     // With a valid token the concealed route is just a route.
-    allowed_identity(&get_bearer("/secret", &rs256(&claims())));
+    allowed_identity(&get_bearer("/secret", &claims().sign_rs256()));
 }
 
 #[test]
@@ -1092,11 +868,11 @@ fn a_wrong_method_is_a_405_with_allow() {
 
 #[test]
 fn an_allowed_request_carries_identity_headers_and_strips_forged_ones() {
-    let t = rs256(&claims_with(json!({
-        "roles": ["viewer", "editor"],
-        "scope": "docs:read docs:write",
-        "jti": "token-1",
-    })));
+    let t = claims()
+        .roles(["viewer", "editor"])
+        .scope("docs:read docs:write")
+        .jti("token-1")
+        .sign_rs256();
     let decision = get(
         "/rs256?x=1",
         &[

@@ -1,7 +1,7 @@
 //! Authorization with Cedar, through the engine: the sample configuration in
 //! `testdata/cedar` (RBAC, OAuth scopes, ABAC, forbid over permit, ownership, business
-//! hours in Europe/Paris, an address range, a concealed route), real RS256 tokens from
-//! `testdata/keys`, assumed identities for explanations, and explicit times throughout.
+//! hours in Europe/Paris, an address range, a concealed route), real RS256 tokens from the
+//! test kit, assumed identities for explanations, and explicit times throughout.
 //! Decisions, reasons, deciding policies and rendered refusals are checked exactly.
 
 #![allow(
@@ -19,18 +19,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use warden_core::identity::CredentialKind;
 use warden_core::response::{Branding, render_decision};
 use warden_core::{Config, ConfigError, Decision, Engine, Identity, Reason, RequestView, Stage};
+use warden_testkit::{Token, fixture};
 
 const CEDAR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/cedar");
 const CONFIG: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../../testdata/cedar/warden.toml"
 );
-const KEYS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/keys");
 
 /// Every policy id of the sample policies: none may ever appear in a body.
 const POLICY_IDS: &[&str] = &[
@@ -76,26 +75,15 @@ fn failclosed_engine() -> &'static Engine {
     })
 }
 
-fn rsa_key() -> &'static EncodingKey {
-    static KEY: OnceLock<EncodingKey> = OnceLock::new();
-    KEY.get_or_init(|| {
-        EncodingKey::from_rsa_pem(&std::fs::read(Path::new(KEYS).join("rsa.key")).unwrap()).unwrap()
-    })
-}
-
 /// An RS256 token (kid `rsa-1`) for `sub` with `roles`, valid for ten minutes after `now`,
 /// with `extra` claims merged in.
 fn token(sub: &str, roles: &[&str], now: SystemTime, extra: &Value) -> String {
-    let exp = now.duration_since(UNIX_EPOCH).unwrap().as_secs() + 600;
-    let mut claims = json!({ "sub": sub, "roles": roles, "exp": exp });
-    if let (Some(map), Some(more)) = (claims.as_object_mut(), extra.as_object()) {
-        for (k, v) in more {
-            map.insert(k.clone(), v.clone());
-        }
+    let clock = now.duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let mut token = Token::at(clock).sub(sub).roles(roles).exp_in(600);
+    for (k, v) in extra.as_object().into_iter().flatten() {
+        token = token.claim(k, v.clone());
     }
-    let mut h = Header::new(Algorithm::RS256);
-    h.kid = Some("rsa-1".to_owned());
-    jsonwebtoken::encode(&h, &claims, rsa_key()).unwrap()
+    token.kid("rsa-1").sign_rs256()
 }
 
 fn office() -> IpAddr {
@@ -1019,30 +1007,7 @@ fn an_ipv4_mapped_peer_is_the_ipv4_client() {
 fn a_path_value_cannot_fill_another_placeholder_of_the_resource_id() {
     // The resource id is the template filled with the path's values, each value once: a
     // value that spells another placeholder stays literal.
-    let text = format!(
-        r#"
-[upstreams.app]
-url = "http://127.0.0.1:3000"
-
-[sources.idp]
-type = "jwt"
-algorithms = ["RS256"]
-keys = [{{ kid = "rsa-1", pem_file = "{KEYS}/rsa.pub.pem" }}]
-
-[authorization]
-policies = ["policies.cedar"]
-
-[[routes]]
-name = "org-doc"
-path = "/orgs/{{org}}/docs/{{id}}"
-upstream = "app"
-auth = ["idp"]
-action = "readDoc"
-resource = {{ type = "Document", id = "{{org}}/{{id}}" }}
-"#
-    );
-    let config = Config::parse(&text, &Path::new(CEDAR).join("placeholders/warden.toml"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let config = fixture("cedar-placeholders").config();
     let engine = Engine::new(config);
     let now = monday_morning();
     let t = token("pat", &[], now, &json!({}));

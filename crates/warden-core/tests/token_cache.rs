@@ -3,55 +3,31 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::{HeaderMap, HeaderValue, Method, header};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use serde_json::json;
 use warden_core::decision::TokenProblem;
-use warden_core::{Config, Decision, Engine, Reason, RequestView, Verdict};
+use warden_core::{Decision, Engine, Reason, RequestView, Verdict};
+use warden_testkit::{Key, Token, fixture, read_key};
 
-const KEYS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/keys");
 const NOW: u64 = 1_700_000_000;
 
+/// The `token-cache` fixture, with `cache` (a `token_cache = N` line, or nothing) added to
+/// its source.
 fn engine(cache: &str) -> Engine {
-    let text = format!(
-        r#"
-[upstreams.app]
-url = "http://127.0.0.1:3000"
-
-[sources.idp]
-type = "jwt"
-algorithms = ["RS256"]
-jwks_url = "https://idp.test/jwks"
-leeway = "0s"
-{cache}
-
-[[routes]]
-path = "/me"
-upstream = "app"
-auth = ["idp"]
-"#
-    );
-    let origin = format!("{KEYS}/warden.toml");
-    Engine::new(Config::parse(&text, Path::new(&origin)).unwrap_or_else(|e| panic!("{e}")))
+    let leeway = "leeway = \"0s\"\n";
+    let config = fixture("token-cache").replace(leeway, &format!("{leeway}{cache}\n"));
+    Engine::new(config.config())
 }
 
-fn read(name: &str) -> Vec<u8> {
-    std::fs::read(format!("{KEYS}/{name}")).unwrap()
-}
-
-fn token(key: &str, kid: &str, exp: u64) -> String {
-    let mut header = Header::new(Algorithm::RS256);
-    header.kid = Some(kid.to_owned());
-    let claims = json!({ "sub": "alice", "roles": ["admin"], "exp": exp });
-    jsonwebtoken::encode(
-        &header,
-        &claims,
-        &EncodingKey::from_rsa_pem(&read(key)).unwrap(),
-    )
-    .unwrap()
+/// `alice`, an admin, under `kid`, signed with `key`, expiring `ttl` seconds after `NOW`.
+fn token(key: Key, kid: &str, ttl: i64) -> String {
+    Token::at(NOW)
+        .sub("alice")
+        .roles(["admin"])
+        .exp_in(ttl)
+        .kid(kid)
+        .sign(key)
 }
 
 fn decide(engine: &Engine, token: &str, at: u64) -> Decision {
@@ -85,9 +61,9 @@ fn a_cached_token_gives_the_same_identity_and_still_expires() {
         let engine = engine(cache);
         engine
             .config()
-            .set_fetched_keys("idp", &read("jwks.json"))
+            .set_fetched_keys("idp", &read_key("jwks.json"))
             .unwrap();
-        let t = token("rsa.key", "rsa-1", NOW + 60);
+        let t = token(Key::Rsa, "rsa-1", 60);
         assert_eq!(subject(&decide(&engine, &t, NOW)), "alice");
         assert_eq!(subject(&decide(&engine, &t, NOW + 59)), "alice", "{cache}");
         assert_eq!(
@@ -108,23 +84,27 @@ fn a_cached_token_gives_the_same_identity_and_still_expires() {
 fn a_token_of_a_rotated_out_key_is_refused_after_the_rotation() {
     let engine = engine("");
     let config = engine.config();
-    config.set_fetched_keys("idp", &read("jwks.json")).unwrap();
-    let old = token("rsa.key", "rsa-1", NOW + 3600);
+    config
+        .set_fetched_keys("idp", &read_key("jwks.json"))
+        .unwrap();
+    let old = token(Key::Rsa, "rsa-1", 3600);
     assert_eq!(subject(&decide(&engine, &old, NOW)), "alice");
     assert_eq!(subject(&decide(&engine, &old, NOW + 1)), "alice");
 
     // The same document again is no rotation; the token still verifies.
-    config.set_fetched_keys("idp", &read("jwks.json")).unwrap();
+    config
+        .set_fetched_keys("idp", &read_key("jwks.json"))
+        .unwrap();
     assert_eq!(subject(&decide(&engine, &old, NOW + 2)), "alice");
 
     config
-        .set_fetched_keys("idp", &read("jwks-rotated.json"))
+        .set_fetched_keys("idp", &read_key("jwks-rotated.json"))
         .unwrap();
     assert_eq!(
         problem(&decide(&engine, &old, NOW + 3)),
         TokenProblem::UnknownKey
     );
-    let new = token("rsa2.key", "rsa-2", NOW + 3600);
+    let new = token(Key::Rsa2, "rsa-2", 3600);
     assert_eq!(subject(&decide(&engine, &new, NOW + 3)), "alice");
 }
 
@@ -133,9 +113,9 @@ fn a_flush_keeps_answers_the_same_and_verify_token_is_cold() {
     let engine = engine("");
     engine
         .config()
-        .set_fetched_keys("idp", &read("jwks.json"))
+        .set_fetched_keys("idp", &read_key("jwks.json"))
         .unwrap();
-    let t = token("rsa.key", "rsa-1", NOW + 60);
+    let t = token(Key::Rsa, "rsa-1", 60);
     assert_eq!(subject(&decide(&engine, &t, NOW)), "alice");
     engine.flush_token_cache();
     assert_eq!(subject(&decide(&engine, &t, NOW)), "alice");

@@ -8,10 +8,9 @@
 )]
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use axum::Router;
 use axum::body::Body;
@@ -20,90 +19,31 @@ use axum::http::{HeaderMap, Method, Request, StatusCode, Uri};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use http_body_util::BodyExt;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use tower::{Layer, ServiceExt};
 use warden::gateway::{Gateway, Listeners};
 use warden_core::{Config, DecisionId, Identity};
+use warden_testkit::{Token, fixture};
 use warden_tower::{ClientAddr, WardenLayer};
 
-const CONFIG: &str = r#"
-[log]
-decisions = "off"
-
-[upstreams.app]
-url = "http://127.0.0.1:9"
-
-[sources.jwt]
-type = "jwt"
-algorithms = ["RS256"]
-issuer = "https://issuer.test"
-audience = ["api"]
-keys = [{ kid = "rsa-1", pem_file = "rsa.pub.pem" }]
-
-[[routes]]
-path = "/public"
-upstream = "app"
-
-[[routes]]
-path = "/me"
-upstream = "app"
-auth = ["jwt"]
-
-[[routes]]
-path = "/admin"
-upstream = "app"
-auth = ["jwt"]
-roles = ["admin"]
-
-[[routes]]
-name = "vault"
-path = "/vault/{id}"
-upstream = "app"
-auth = ["jwt"]
-roles = ["admin"]
-concealed = true
-
-[[routes]]
-name = "limited"
-path = "/limited"
-upstream = "app"
-
-[[routes]]
-name = "office"
-path = "/office"
-upstream = "app"
-network = [{ allow = "127.0.0.1" }, { deny = "all" }]
-
-[[limits]]
-name = "l"
-key = ["route"]
-limit = 2
-window = "1h"
-routes = ["limited"]
-"#;
-
-fn keys_dir() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/keys"))
-}
+/// The `tower` fixture: `/public`, `/me` and `/admin` (role admin) behind a JWT source with
+/// issuer `https://issuer.test` and audience `api`, the concealed `/vault/{id}`, `/limited`
+/// (two requests an hour) and `/office` (127.0.0.1 only).
+const CONFIG: &str = "tower";
 
 fn config() -> Config {
-    Config::parse(CONFIG, &keys_dir().join("test.toml")).unwrap_or_else(|e| panic!("{e}"))
+    fixture(CONFIG).config()
 }
 
 fn token(sub: &str, roles: &[&str]) -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let claims = json!({
-        "sub": sub, "iss": "https://issuer.test", "aud": "api", "exp": now + 600, "roles": roles,
-    });
-    let mut header = Header::new(Algorithm::RS256);
-    header.kid = Some("rsa-1".to_owned());
-    let key =
-        EncodingKey::from_rsa_pem(&std::fs::read(keys_dir().join("rsa.key")).unwrap()).unwrap();
-    jsonwebtoken::encode(&header, &claims, &key).unwrap()
+    Token::new()
+        .sub(sub)
+        .iss("https://issuer.test")
+        .aud("api")
+        .exp_in(600)
+        .roles(roles)
+        .kid("rsa-1")
+        .sign_rs256()
 }
 
 fn bearer(sub: &str, roles: &[&str]) -> String {
@@ -489,8 +429,9 @@ async fn without_a_peer_address_the_client_is_unspecified() {
 
 #[tokio::test]
 async fn repeated_refusals_ban_the_client() {
-    let text = format!("{CONFIG}\n[bans]\nfailures = 2\nwindow = \"1m\"\nduration = \"1m\"\n");
-    let config = Config::parse(&text, &keys_dir().join("test.toml")).unwrap();
+    let config = fixture(CONFIG)
+        .append("\n[bans]\nfailures = 2\nwindow = \"1m\"\nduration = \"1m\"\n")
+        .config();
     let layer = WardenLayer::from_config(config);
     for _ in 0..2 {
         assert_problem(

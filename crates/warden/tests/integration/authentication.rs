@@ -3,76 +3,27 @@
 //! reached the upstream.
 use crate::common;
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use common::{Upstream, client, gateway, keys_dir};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use common::{Upstream, client, fixture, gateway};
 use serde_json::{Value, json};
+use warden_testkit::{Key, Token};
 
-const CONFIG: &str = r#"
-[log]
-decisions = "off"
+/// The `issuer` fixture: `/me` behind a JWT source with issuer `https://issuer.test`,
+/// audience `api` and a 5 s leeway.
+const CONFIG: &str = "issuer";
 
-[upstreams.app]
-url = "http://{upstream}"
-
-[sources.jwt]
-type = "jwt"
-algorithms = ["RS256"]
-issuer = "https://issuer.test"
-audience = ["api"]
-leeway = "5s"
-keys = [{ kid = "rsa-1", pem_file = "rsa.pub.pem" }]
-
-[[routes]]
-path = "/me"
-upstream = "app"
-auth = ["jwt"]
-"#;
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
+/// Claims the source accepts, unsigned and without a `kid` yet.
+fn claims() -> Token {
+    Token::new()
+        .sub("alice")
+        .iss("https://issuer.test")
+        .aud("api")
+        .exp_in(600)
+        .roles(["viewer"])
 }
 
-fn rsa_key() -> EncodingKey {
-    EncodingKey::from_rsa_pem(&std::fs::read(keys_dir().join("rsa.key")).unwrap()).unwrap()
-}
-
-fn claims() -> Value {
-    json!({ "sub": "alice", "iss": "https://issuer.test", "aud": "api", "exp": now() + 600, "roles": ["viewer"] })
-}
-
-fn sign(header: &Header, claims: &Value) -> String {
-    jsonwebtoken::encode(header, claims, &rsa_key()).unwrap()
-}
-
-fn rs256(kid: &str) -> Header {
-    let mut h = Header::new(Algorithm::RS256);
-    h.kid = Some(kid.to_owned());
-    h
-}
-
-/// A token whose header is exactly `header`, signed over it with `sign_with`.
-fn token_with_raw_header(
-    header: &Value,
-    claims: &Value,
-    sign_with: Option<(&EncodingKey, Algorithm)>,
-) -> String {
-    let message = format!(
-        "{}.{}",
-        URL_SAFE_NO_PAD.encode(header.to_string()),
-        URL_SAFE_NO_PAD.encode(claims.to_string())
-    );
-    let signature = match sign_with {
-        Some((key, alg)) => jsonwebtoken::crypto::sign(message.as_bytes(), key, alg).unwrap(),
-        None => String::new(),
-    };
-    format!("{message}.{signature}")
+/// [`claims`] as a bearer token under the known kid.
+fn valid() -> String {
+    claims().kid("rsa-1").sign_rs256()
 }
 
 struct Answer {
@@ -132,7 +83,7 @@ fn assert_invalid_token(a: &Answer, description: &str) {
 #[tokio::test]
 async fn every_authentication_failure_gets_the_right_answer_and_never_reaches_the_upstream() {
     let upstream = Upstream::start().await;
-    let gw = gateway(CONFIG, &upstream).await;
+    let gw = gateway(fixture(CONFIG), &upstream).await;
 
     // No credentials: a challenge with no error attribute (RFC 6750 §3.1).
     let a = get_me(&gw, None).await;
@@ -159,41 +110,49 @@ async fn every_authentication_failure_gets_the_right_answer_and_never_reaches_th
     );
 
     // Expired beyond the leeway.
-    let mut c = claims();
-    c["exp"] = json!(now() - 60);
+    let c = claims().exp_in(-60);
     assert_invalid_token(
-        &get_me(&gw, Some(&format!("Bearer {}", sign(&rs256("rsa-1"), &c)))).await,
+        &get_me(
+            &gw,
+            Some(&format!("Bearer {}", c.kid("rsa-1").sign_rs256())),
+        )
+        .await,
         "The access token expired",
     );
 
     // Not yet valid.
-    let mut c = claims();
-    c["nbf"] = json!(now() + 600);
+    let c = claims().nbf_in(600);
     assert_invalid_token(
-        &get_me(&gw, Some(&format!("Bearer {}", sign(&rs256("rsa-1"), &c)))).await,
+        &get_me(
+            &gw,
+            Some(&format!("Bearer {}", c.kid("rsa-1").sign_rs256())),
+        )
+        .await,
         "The access token is not yet valid",
     );
 
     // Wrong audience, wrong issuer.
-    let mut c = claims();
-    c["aud"] = json!("another-api");
+    let c = claims().aud("another-api");
     assert_invalid_token(
-        &get_me(&gw, Some(&format!("Bearer {}", sign(&rs256("rsa-1"), &c)))).await,
+        &get_me(
+            &gw,
+            Some(&format!("Bearer {}", c.kid("rsa-1").sign_rs256())),
+        )
+        .await,
         "The token audience is not accepted",
     );
-    let mut c = claims();
-    c["iss"] = json!("https://evil.test");
+    let c = claims().iss("https://evil.test");
     assert_invalid_token(
-        &get_me(&gw, Some(&format!("Bearer {}", sign(&rs256("rsa-1"), &c)))).await,
+        &get_me(
+            &gw,
+            Some(&format!("Bearer {}", c.kid("rsa-1").sign_rs256())),
+        )
+        .await,
         "The token issuer is not accepted",
     );
 
     // Wrong algorithm: the RS256 public key used as an HS256 secret (key confusion).
-    let public_pem = std::fs::read(keys_dir().join("rsa.pub.pem")).unwrap();
-    let mut hs = Header::new(Algorithm::HS256);
-    hs.kid = Some("rsa-1".to_owned());
-    let confused =
-        jsonwebtoken::encode(&hs, &claims(), &EncodingKey::from_secret(&public_pem)).unwrap();
+    let confused = claims().kid("rsa-1").sign(Key::secret_file("rsa.pub.pem"));
     assert_invalid_token(
         &get_me(&gw, Some(&format!("Bearer {confused}"))).await,
         "The token's signing algorithm is not accepted",
@@ -201,29 +160,36 @@ async fn every_authentication_failure_gets_the_right_answer_and_never_reaches_th
 
     // alg: none, in any spelling, with or without a signature.
     for alg in ["none", "None", "NONE", "nOnE"] {
-        let unsigned = token_with_raw_header(&json!({ "alg": alg, "typ": "JWT" }), &claims(), None);
-        let unsigned = format!("{unsigned}x");
+        // `{"alg": alg, "typ": "JWT"}`, with a signature of one character.
+        let unsigned = format!("{}x", claims().header("alg", alg).unsigned());
         assert_invalid_token(
             &get_me(&gw, Some(&format!("Bearer {unsigned}"))).await,
             "The token's signing algorithm is not accepted",
         );
     }
-    let bare_none = token_with_raw_header(&json!({ "alg": "none" }), &claims(), None);
+    // `{"alg": "none"}` and nothing else, no signature.
+    let bare_none = claims()
+        .without_header("typ")
+        .header("alg", "none")
+        .unsigned();
     assert_invalid_token(
         &get_me(&gw, Some(&format!("Bearer {bare_none}"))).await,
         "The token's signing algorithm is not accepted",
     );
 
     // Keys carried or pointed at by the token, validly signed by the real key.
-    let key = rsa_key();
     for (param, value) in [
         ("jwk", json!({ "kty": "RSA", "n": "AQAB", "e": "AQAB" })),
         ("jku", json!("https://evil.test/jwks.json")),
         ("x5u", json!("https://evil.test/cert.pem")),
         ("x5c", json!(["MIIB"])),
     ] {
-        let header = json!({ "alg": "RS256", "kid": "rsa-1", param: value });
-        let t = token_with_raw_header(&header, &claims(), Some((&key, Algorithm::RS256)));
+        // `{"alg": "RS256", "kid": "rsa-1", param: value}`.
+        let t = claims()
+            .without_header("typ")
+            .kid("rsa-1")
+            .header(param, value)
+            .sign_rs256();
         assert_invalid_token(
             &get_me(&gw, Some(&format!("Bearer {t}"))).await,
             "Keys embedded in or referenced by the token are not accepted",
@@ -234,14 +200,12 @@ async fn every_authentication_failure_gets_the_right_answer_and_never_reaches_th
     assert_invalid_token(
         &get_me(
             &gw,
-            Some(&format!("Bearer {}", sign(&rs256("nobody"), &claims()))),
+            Some(&format!("Bearer {}", claims().kid("nobody").sign_rs256())),
         )
         .await,
         "The token was signed by an unknown key",
     );
-    let other =
-        EncodingKey::from_rsa_pem(&std::fs::read(keys_dir().join("rsa2.key")).unwrap()).unwrap();
-    let forged = jsonwebtoken::encode(&rs256("rsa-1"), &claims(), &other).unwrap();
+    let forged = claims().kid("rsa-1").sign(Key::Rsa2);
     assert_invalid_token(
         &get_me(&gw, Some(&format!("Bearer {forged}"))).await,
         "The token signature is invalid",
@@ -269,11 +233,7 @@ async fn every_authentication_failure_gets_the_right_answer_and_never_reaches_th
     );
 
     // A valid token passes, and only it reaches the upstream.
-    let a = get_me(
-        &gw,
-        Some(&format!("Bearer {}", sign(&rs256("rsa-1"), &claims()))),
-    )
-    .await;
+    let a = get_me(&gw, Some(&format!("Bearer {}", valid()))).await;
     assert_eq!(a.status, 200);
     assert_eq!(a.body["upstream"], true);
     assert_eq!(upstream.seen().len(), 1);
@@ -288,8 +248,8 @@ async fn every_authentication_failure_gets_the_right_answer_and_never_reaches_th
 #[tokio::test]
 async fn two_authorization_headers_are_a_bad_request() {
     let upstream = Upstream::start().await;
-    let gw = gateway(CONFIG, &upstream).await;
-    let token = sign(&rs256("rsa-1"), &claims());
+    let gw = gateway(fixture(CONFIG), &upstream).await;
+    let token = valid();
     let resp = client()
         .get(format!("http://{}/me", gw.proxy_addr))
         .header("authorization", format!("Bearer {token}"))
@@ -308,7 +268,9 @@ async fn two_authorization_headers_are_a_bad_request() {
 async fn identity_headers_sent_by_the_client_never_reach_the_upstream() {
     let upstream = Upstream::start().await;
     let gw = gateway(
-        &format!("{CONFIG}\n[[routes]]\npath = \"/public\"\nupstream = \"app\"\n[identity_headers]\nstrip = [\"x-user-email\"]\n"),
+        fixture(CONFIG).append(
+            "\n[[routes]]\npath = \"/public\"\nupstream = \"app\"\n[identity_headers]\nstrip = [\"x-user-email\"]\n",
+        ),
         &upstream,
     )
     .await;
@@ -350,10 +312,7 @@ async fn identity_headers_sent_by_the_client_never_reach_the_upstream() {
     // client lists them in `Connection` to try to get warden's own headers removed.
     let mut req = client()
         .get(format!("http://{}/me", gw.proxy_addr))
-        .header(
-            "authorization",
-            format!("Bearer {}", sign(&rs256("rsa-1"), &claims())),
-        )
+        .header("authorization", format!("Bearer {}", valid()))
         .header("connection", "keep-alive, x-warden-subject, x-warden-roles");
     for (n, v) in forged {
         req = req.header(n, v);

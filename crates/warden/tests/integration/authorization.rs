@@ -7,105 +7,24 @@ use crate::common;
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::OnceLock;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use cedar_policy::{
     Authorizer, Context, Decision as CedarDecision, Entities, Entity, EntityId, EntityTypeName,
     EntityUid, PolicySet, Request, RestrictedExpression, Schema,
 };
-use common::{Upstream, client, gateway, headers_without_date, keys_dir};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use common::{Upstream, client, fixture, gateway, headers_without_date};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};
 use serde_json::{Value, json};
 use warden::gateway::Gateway;
+use warden_testkit::Token;
 
 const PROP_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/cedar/prop");
 
-/// The gateway configuration; `{upstream}` and `{prop}` are filled in.
-const CONFIG: &str = r#"
-[log]
-decisions = "off"
-
-[upstreams.app]
-url = "http://{upstream}"
-
-[sources.idp]
-type = "jwt"
-algorithms = ["RS256"]
-keys = [{ kid = "rsa-1", pem_file = "rsa.pub.pem" }]
-
-[authorization]
-policies = ["{prop}/policies.cedar"]
-schema = "{prop}/schema.cedarschema"
-
-[[routes]]
-name = "public"
-path = "/public"
-upstream = "app"
-
-[[routes]]
-name = "me"
-path = "/me"
-upstream = "app"
-auth = ["idp"]
-
-[[routes]]
-name = "admin"
-path = "/admin"
-upstream = "app"
-auth = ["idp"]
-verbosity = "internal"
-
-[[routes]]
-name = "reports"
-path = "/reports"
-upstream = "app"
-auth = ["idp"]
-
-[[routes]]
-name = "read-doc"
-path = "/docs/{id}"
-upstream = "app"
-auth = ["idp"]
-action = "readDoc"
-resource = { type = "Document", id = "{id}" }
-
-[[routes]]
-name = "edit-doc"
-path = "/docs/{id}"
-methods = ["PUT"]
-upstream = "app"
-auth = ["idp"]
-action = "editDoc"
-resource = { type = "Document", id = "{id}" }
-
-[[routes]]
-name = "edit-profile"
-path = "/users/{user}/profile"
-methods = ["PUT"]
-upstream = "app"
-auth = ["idp"]
-action = "editProfile"
-resource = { type = "User", id = "{user}" }
-
-[[routes]]
-name = "scoped"
-path = "/scoped"
-upstream = "app"
-auth = ["idp"]
-scopes = ["docs:write"]
-
-[[routes]]
-name = "vault"
-path = "/vault/{id}"
-upstream = "app"
-auth = ["idp"]
-concealed = true
-"#;
-
-fn config_text() -> String {
-    CONFIG.replace("{prop}", PROP_DIR)
+/// The gateway configuration, the `cedar-prop` fixture: the policies and schema of
+/// `testdata/cedar/prop`, and one route per kind of check.
+fn config() -> common::Fixture {
+    fixture("cedar-prop")
 }
 
 // ---------------------------------------------------------------------------------------
@@ -273,31 +192,15 @@ fn cases() -> impl Strategy<Value = Case> {
 // ---------------------------------------------------------------------------------------
 // Tokens
 
-fn rsa_key() -> &'static EncodingKey {
-    static KEY: OnceLock<EncodingKey> = OnceLock::new();
-    KEY.get_or_init(|| {
-        EncodingKey::from_rsa_pem(&std::fs::read(keys_dir().join("rsa.key")).unwrap()).unwrap()
-    })
-}
-
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
 /// An RS256 token (kid `rsa-1`) with `sub`, `roles`, `scope` and `exp`.
 fn token(sub: &str, roles: &[&str], scopes: &[&str]) -> String {
-    let mut h = Header::new(Algorithm::RS256);
-    h.kid = Some("rsa-1".to_owned());
-    let claims = json!({
-        "sub": sub,
-        "roles": roles,
-        "scope": scopes.join(" "),
-        "exp": now_secs() + 600,
-    });
-    jsonwebtoken::encode(&h, &claims, rsa_key()).unwrap()
+    Token::new()
+        .sub(sub)
+        .roles(roles)
+        .scopes(scopes)
+        .exp_in(600)
+        .kid("rsa-1")
+        .sign_rs256()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -342,7 +245,7 @@ fn civil(days: i64) -> (i64, i64, i64) {
 /// The context warden documents (`crates/warden-core/src/authz/context.rs`), for a
 /// configuration without a time zone (UTC), from loopback.
 fn context(case: &Case) -> Context {
-    let secs = i64::try_from(now_secs()).unwrap();
+    let secs = i64::try_from(warden_testkit::now()).unwrap();
     let days = secs.div_euclid(86_400);
     let of_day = secs.rem_euclid(86_400);
     let (y, m, d) = civil(days);
@@ -517,7 +420,7 @@ fn www_authenticate(headers: &http::HeaderMap) -> Vec<String> {
 #[tokio::test]
 async fn admins_pass_viewers_are_forbidden_and_anonymous_callers_are_challenged() {
     let upstream = Upstream::start().await;
-    let gw = gateway(&config_text(), &upstream).await;
+    let gw = gateway(config(), &upstream).await;
     let http = client();
 
     let admin = token("ada", &["admin"], &[]);
@@ -602,7 +505,7 @@ async fn admins_pass_viewers_are_forbidden_and_anonymous_callers_are_challenged(
 #[tokio::test]
 async fn a_refused_concealed_route_is_the_unknown_path_404() {
     let upstream = Upstream::start().await;
-    let gw = gateway(&config_text(), &upstream).await;
+    let gw = gateway(config(), &upstream).await;
     let http = client();
 
     let unknown = http.get(url(&gw, "/nowhere")).send().await.unwrap();
@@ -648,7 +551,7 @@ fn the_gateway_answers_what_cedar_decides() {
         .build()
         .unwrap();
     let upstream = rt.block_on(Upstream::start());
-    let gw = rt.block_on(gateway(&config_text(), &upstream));
+    let gw = rt.block_on(gateway(config(), &upstream));
     let http = client();
 
     let mut runner = TestRunner::new(ProptestConfig {

@@ -11,7 +11,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::Upstream;
+use common::{Fixture, Upstream};
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpSocket;
@@ -382,7 +382,8 @@ async fn no_case_of_the_bypass_corpus_gets_through() {
     assert!(controls >= 3, "the corpus needs positive controls");
 
     let upstream = Upstream::start().await;
-    let gw = common::gateway_at(&config_text, &upstream, &corpus_dir().join("warden.toml")).await;
+    let config = Fixture::load(corpus_dir().join("warden.toml"));
+    let gw = common::gateway(config, &upstream).await;
     let mut failures = Vec::new();
     let mut expected_log = Vec::new();
     for loaded in &corpus {

@@ -1,11 +1,9 @@
 //! `warden explain` and `warden test`, run as the real binary against the sample Cedar
 //! configuration in `testdata/cedar`.
+use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::process::{Command, Output};
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use serde_json::{Value, json};
+use warden_testkit::{Key, Token};
 
 const WARDEN: &str = env!("CARGO_BIN_EXE_warden");
 /// A Monday, 11:00 in Paris: inside business hours.
@@ -72,21 +70,6 @@ impl Drop for TempFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
     }
-}
-
-/// A token for the sample's `idp` source, signed with `testdata/keys/<key>`.
-fn token(key: &str, kid: &str, claims: &Value) -> String {
-    let pem = std::fs::read(testdata(&format!("keys/{key}"))).unwrap();
-    let mut header = Header::new(Algorithm::RS256);
-    header.kid = Some(kid.to_owned());
-    jsonwebtoken::encode(&header, claims, &EncodingKey::from_rsa_pem(&pem).unwrap()).unwrap()
-}
-
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
 }
 
 #[test]
@@ -250,17 +233,16 @@ fn explain_follows_the_time_and_the_address() {
 
 #[test]
 fn explain_verifies_a_real_token() {
-    let claims = json!({
-        "sub": "alice",
-        "exp": now_secs() + 600,
-        "roles": ["viewer"],
-        "department": "finance",
-        "clearance": 2,
-    });
-    let bearer = format!(
-        "Authorization: Bearer {}",
-        token("rsa.key", "rsa-1", &claims)
-    );
+    // A token for the sample's `idp` source.
+    let token = Token::new()
+        .sub("alice")
+        .exp_in(600)
+        .roles(["viewer"])
+        .claim("department", "finance")
+        .claim("clearance", 2)
+        .kid("rsa-1")
+        .sign_rs256();
+    let bearer = format!("Authorization: Bearer {token}");
 
     let out = explain(&["/docs/1", "-H", &bearer]);
     assert_exit(&out, 0);
@@ -282,11 +264,12 @@ fn explain_verifies_a_real_token() {
 
 #[test]
 fn explain_refuses_a_token_from_an_unknown_key() {
-    let claims = json!({ "sub": "mallory", "exp": now_secs() + 600 });
-    let bearer = format!(
-        "Authorization: Bearer {}",
-        token("rsa2.key", "rsa-2", &claims)
-    );
+    let token = Token::new()
+        .sub("mallory")
+        .exp_in(600)
+        .kid("rsa-2")
+        .sign(Key::Rsa2);
+    let bearer = format!("Authorization: Bearer {token}");
     let out = explain(&["/me", "-H", &bearer, "--format", "json"]);
     assert_exit(&out, 2);
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap();

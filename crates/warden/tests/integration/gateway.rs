@@ -4,58 +4,29 @@
 use crate::common;
 
 use std::net::SocketAddr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use argon2::PasswordHasher;
 use argon2::password_hash::SaltString;
-use common::{Upstream, client, gateway, headers_without_date, keys_dir, raw, raw_status};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use common::{
+    Upstream, client, fixture, gateway, gateway_with_admin, headers_without_date, raw, raw_status,
+};
 use serde_json::{Value, json};
-use warden::gateway::{Gateway, Listeners};
-use warden_core::Config;
+use warden::gateway::Gateway;
 use warden_core::auth::api_key::hash_api_key;
+use warden_testkit::{Key, Token, read_key};
 
-const BASE: &str = r#"
-[gateway]
-upstream_timeout = "500ms"
-connect_timeout = "500ms"
-
-[log]
-decisions = "off"
-
-[upstreams.app]
-url = "http://{upstream}"
-
-[sources.jwt]
-type = "jwt"
-algorithms = ["RS256"]
-keys = [{ kid = "rsa-1", pem_file = "rsa.pub.pem" }]
-
-[[routes]]
-path = "/public"
-methods = ["GET", "POST"]
-upstream = "app"
-
-[[routes]]
-path = "/slow"
-upstream = "app"
-
-[[routes]]
-path = "/me"
-upstream = "app"
-auth = ["jwt"]
-
-[[routes]]
-name = "vault"
-path = "/vault/{id}"
-upstream = "app"
-auth = ["jwt"]
-roles = ["admin"]
-concealed = true
-"#;
+/// The `gateway` fixture: `/public` (GET, POST), `/slow`, `/me` behind the JWT source
+/// `jwt`, the concealed admin-only `/vault/{id}`; 500 ms upstream timeouts.
+const BASE: &str = "gateway";
 
 fn token(roles: &[&str]) -> String {
-    common::sign(&json!({ "sub": "alice", "exp": common::now() + 600, "roles": roles }))
+    Token::new()
+        .sub("alice")
+        .exp_in(600)
+        .roles(roles)
+        .kid("rsa-1")
+        .sign_rs256()
 }
 
 /// The status and the problem `code` (empty for a non-problem body) of a request's answer.
@@ -73,7 +44,7 @@ fn url(gw: &Gateway, path: &str) -> String {
 #[tokio::test]
 async fn unknown_paths_are_404_and_wrong_methods_are_405_with_allow() {
     let upstream = Upstream::start().await;
-    let gw = gateway(BASE, &upstream).await;
+    let gw = gateway(fixture(BASE), &upstream).await;
     let resp = client().get(url(&gw, "/nowhere")).send().await.unwrap();
     assert_eq!(resp.status(), 404);
     assert_eq!(resp.headers()["content-type"], "application/problem+json");
@@ -104,7 +75,7 @@ async fn unknown_paths_are_404_and_wrong_methods_are_405_with_allow() {
 #[tokio::test]
 async fn a_concealed_route_refuses_with_the_very_404_of_an_unknown_path() {
     let upstream = Upstream::start().await;
-    let gw = gateway(BASE, &upstream).await;
+    let gw = gateway(fixture(BASE), &upstream).await;
     let reference = client()
         .get(url(&gw, "/nowhere/at-all"))
         .send()
@@ -173,7 +144,7 @@ async fn upstream_failures_are_502_and_504_never_401_403_or_500() {
         l.local_addr().unwrap()
     };
     let upstream = Upstream::start().await;
-    let gw = gateway(BASE, &upstream).await;
+    let gw = gateway(fixture(BASE), &upstream).await;
     let resp = client().get(url(&gw, "/slow")).send().await.unwrap();
     assert_eq!(resp.status(), 504);
     assert_eq!(resp.headers()["content-type"], "application/problem+json");
@@ -187,7 +158,7 @@ async fn upstream_failures_are_502_and_504_never_401_403_or_500() {
         addr: closed,
         seen: upstream.seen.clone(),
     };
-    let gw = gateway(BASE, &dead).await;
+    let gw = gateway(fixture(BASE), &dead).await;
     let resp = client().get(url(&gw, "/public")).send().await.unwrap();
     assert_eq!(resp.status(), 502);
     assert_eq!(
@@ -205,7 +176,7 @@ async fn upstream_failures_are_502_and_504_never_401_403_or_500() {
 #[tokio::test]
 async fn browsers_get_an_html_page_and_api_clients_get_problem_json() {
     let upstream = Upstream::start().await;
-    let gw = gateway(BASE, &upstream).await;
+    let gw = gateway(fixture(BASE), &upstream).await;
     let resp = client()
         .get(url(&gw, "/me"))
         .header(
@@ -233,7 +204,7 @@ async fn browsers_get_an_html_page_and_api_clients_get_problem_json() {
 #[tokio::test]
 async fn bodies_stream_through_and_hop_by_hop_headers_stay_behind() {
     let upstream = Upstream::start().await;
-    let gw = gateway(BASE, &upstream).await;
+    let gw = gateway(fixture(BASE), &upstream).await;
     let payload = vec![b'x'; 3 * 1024 * 1024];
     let resp = client()
         .post(url(&gw, "/public?q=1"))
@@ -263,7 +234,7 @@ async fn bodies_stream_through_and_hop_by_hop_headers_stay_behind() {
 #[tokio::test]
 async fn the_upstream_receives_exactly_the_normalized_path() {
     let upstream = Upstream::start().await;
-    let gw = gateway(BASE, &upstream).await;
+    let gw = gateway(fixture(BASE), &upstream).await;
     // `/public/../me` is `/me`: it needs credentials, whatever the prefix says.
     let r = raw(
         gw.proxy_addr,
@@ -312,8 +283,8 @@ async fn api_keys_basic_and_session_cookies_authenticate() {
         .hash_password(b"correct horse", &salt)
         .unwrap()
         .to_string();
-    let config = format!(
-        r#"{BASE}
+    let config = fixture(BASE).append(&format!(
+        r#"
 [sources.keys]
 type = "api_key"
 header = "x-api-key"
@@ -327,7 +298,7 @@ users = [{{ name = "ops", hash = "{hash}", roles = ["admin"] }}]
 type = "jwt"
 algorithms = ["RS256"]
 cookie = "session"
-keys = [{{ pem_file = "rsa.pub.pem" }}]
+keys = [{{ pem_file = "{{keys}}/rsa.pub.pem" }}]
 
 [[routes]]
 path = "/any"
@@ -335,8 +306,8 @@ upstream = "app"
 auth = ["keys", "ops", "session"]
 "#,
         key_hash = hash_api_key("s3cret-key"),
-    );
-    let gw = gateway(&config, &upstream).await;
+    ));
+    let gw = gateway(config, &upstream).await;
     let any = url(&gw, "/any");
 
     let resp = client().get(&any).send().await.unwrap();
@@ -429,32 +400,15 @@ pub(crate) async fn jwks_server(doc: std::sync::Arc<std::sync::Mutex<Vec<u8>>>) 
 
 #[tokio::test]
 async fn a_jwks_url_is_fetched_and_refreshed_when_a_token_names_a_new_key() {
-    let doc = std::sync::Arc::new(std::sync::Mutex::new(
-        std::fs::read(keys_dir().join("jwks.json")).unwrap(),
-    ));
+    let doc = std::sync::Arc::new(std::sync::Mutex::new(read_key("jwks.json")));
     let jwks = jwks_server(doc.clone()).await;
     let upstream = Upstream::start().await;
-    let config = format!(
-        "[log]\ndecisions = \"off\"\n[upstreams.app]\nurl = \"http://{{upstream}}\"\n\
-[sources.idp]\ntype = \"jwt\"\nalgorithms = [\"RS256\", \"ES256\", \"EdDSA\"]\njwks_url = \"http://{jwks}/jwks.json\"\njwks_refresh = \"1h\"\n\
-[[routes]]\npath = \"/me\"\nupstream = \"app\"\nauth = [\"idp\"]\n"
-    );
-    let gw = gateway(&config, &upstream).await;
-    let exp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 600;
-    let claims = json!({ "sub": "alice", "exp": exp });
-    let sign = |file: &str, kid: &str| {
-        let mut h = Header::new(Algorithm::RS256);
-        h.kid = Some(kid.to_owned());
-        let key =
-            EncodingKey::from_rsa_pem(&std::fs::read(keys_dir().join(file)).unwrap()).unwrap();
-        jsonwebtoken::encode(&h, &claims, &key).unwrap()
-    };
+    let config = fixture("jwks-url").var("jwks_url", format!("http://{jwks}/jwks.json"));
+    let gw = gateway(config, &upstream).await;
+    let claims = Token::new().sub("alice").exp_in(600);
+    let sign = |key: Key, kid: &str| claims.clone().kid(kid).sign(key);
     let me = url(&gw, "/me");
-    let old = sign("rsa.key", "rsa-1");
+    let old = sign(Key::Rsa, "rsa-1");
     assert_eq!(
         client()
             .get(&me)
@@ -467,7 +421,7 @@ async fn a_jwks_url_is_fetched_and_refreshed_when_a_token_names_a_new_key() {
     );
 
     // The identity provider rotates to a new key; the first token with its kid triggers a refresh.
-    let new = sign("rsa2.key", "rsa-2");
+    let new = sign(Key::Rsa2, "rsa-2");
     assert_eq!(
         client()
             .get(&me)
@@ -478,7 +432,7 @@ async fn a_jwks_url_is_fetched_and_refreshed_when_a_token_names_a_new_key() {
             .status(),
         401
     );
-    *doc.lock().unwrap() = std::fs::read(keys_dir().join("jwks-rotated.json")).unwrap();
+    *doc.lock().unwrap() = read_key("jwks-rotated.json");
     tokio::time::sleep(Duration::from_millis(5100)).await; // past the on-demand refresh interval
     assert_eq!(
         client()
@@ -502,22 +456,11 @@ async fn every_decision_is_logged_as_one_json_line_and_counted() {
     std::fs::create_dir_all(&dir).unwrap();
     let log = dir.join("decisions.jsonl");
     let upstream = Upstream::start().await;
-    let text = BASE
-        .replace(
-            "decisions = \"off\"",
-            &format!("decisions = {:?}", log.display().to_string()),
-        )
-        .replace("{upstream}", &upstream.addr.to_string());
-    let config = Config::parse(&text, &keys_dir().join("test.toml")).unwrap();
-    let gw = Gateway::start(
-        config,
-        Listeners {
-            proxy: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
-            admin: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
-        },
-    )
-    .await
-    .unwrap();
+    let config = fixture(BASE).replace(
+        "decisions = \"off\"",
+        &format!("decisions = {:?}", log.display().to_string()),
+    );
+    let gw = gateway_with_admin(config, &upstream).await;
     assert_eq!(
         client()
             .get(url(&gw, "/public"))

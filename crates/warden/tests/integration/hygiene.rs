@@ -11,24 +11,16 @@ use crate::common;
 
 use std::time::Duration;
 
-use common::{Upstream, client, gateway, raw, raw_status};
+use common::{Upstream, client, fixture, gateway, raw, raw_status};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const CONFIG: &str = r#"
-[log]
-decisions = "off"
-[upstreams.app]
-url = "http://{upstream}"
-[[routes]]
-path = "/public"
-methods = ["GET", "POST"]
-upstream = "app"
-"#;
+/// The `public` fixture: one public route, `/public`, for GET and POST.
+const CONFIG: &str = "public";
 
 #[tokio::test]
 async fn ambiguous_framing_is_refused_and_the_connection_closed() {
     let upstream = Upstream::start().await;
-    let gw = gateway(CONFIG, &upstream).await;
+    let gw = gateway(fixture(CONFIG), &upstream).await;
     // Conflicting lengths: refused.
     let answer = raw(
         gw.proxy_addr,
@@ -81,7 +73,7 @@ async fn ambiguous_framing_is_refused_and_the_connection_closed() {
 #[tokio::test]
 async fn url_and_method_override_headers_never_reach_the_upstream() {
     let upstream = Upstream::start().await;
-    let gw = gateway(CONFIG, &upstream).await;
+    let gw = gateway(fixture(CONFIG), &upstream).await;
     let mut req = client().get(format!("http://{}/public", gw.proxy_addr));
     for name in warden_core::config::CLIENT_FORBIDDEN_HEADERS {
         req = req.header(name, "/admin");

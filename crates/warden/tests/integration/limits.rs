@@ -3,69 +3,28 @@ use crate::common;
 
 use std::time::{Duration, Instant};
 
-use common::{Upstream, client};
-use serde_json::{Value, json};
+use common::{Upstream, client, fixture};
+use serde_json::Value;
 use warden::gateway::Gateway;
+use warden_testkit::{Token, now};
 
-const CONFIG: &str = r#"
-[log]
-decisions = "off"
-
-[upstreams.app]
-url = "http://{upstream}"
-
-[sources.jwt]
-type = "jwt"
-algorithms = ["RS256"]
-keys = [{ pem_file = "rsa.pub.pem" }]
-
-[[routes]]
-name = "search"
-path = "/search"
-upstream = "app"
-
-[[routes]]
-name = "me"
-path = "/me"
-upstream = "app"
-auth = ["jwt"]
-
-[[routes]]
-name = "vault"
-path = "/vault"
-upstream = "app"
-auth = ["jwt"]
-concealed = true
-
-[[limits]]
-name = "per-client"
-key = ["client", "route"]
-limit = 3
-window = "1h"
-routes = ["search", "vault"]
-
-[[limits]]
-name = "per-subject"
-key = ["subject"]
-limit = 3
-window = "1h"
-routes = ["me"]
-
-[bans]
-failures = 4
-window = "1m"
-duration = "30s"
-"#;
-
-use common::now;
+/// The `limits` fixture: `/search` and the concealed `/vault` limited by client and route,
+/// `/me` by subject; bans after four failures.
+const CONFIG: &str = "limits";
 
 fn token(sub: &str, jti: &str, iat: u64) -> String {
-    common::sign(&json!({ "sub": sub, "exp": now() + 600, "iat": iat, "jti": jti }))
+    Token::new()
+        .sub(sub)
+        .exp_in(600)
+        .iat(iat)
+        .jti(jti)
+        .kid("rsa-1")
+        .sign_rs256()
 }
 
 async fn start() -> (Upstream, Gateway) {
     let upstream = Upstream::start().await;
-    let gw = common::gateway_with_admin(CONFIG, &upstream).await;
+    let gw = common::gateway_with_admin(fixture(CONFIG), &upstream).await;
     (upstream, gw)
 }
 

@@ -3,45 +3,14 @@
 //! nothing; from a trusted proxy it is believed, up to the first untrusted hop.
 use crate::common;
 
-use common::{Upstream, gateway};
+use common::{Fixture, Upstream, fixture, gateway};
 use serde_json::Value;
 
-fn config() -> String {
-    let blocklist = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../testdata/network/blocklist.txt"
-    );
-    format!(
-        r#"
-[gateway]
-trusted_proxies = ["127.0.0.2"]
-
-[log]
-decisions = "off"
-
-[network]
-rules = [{{ deny = "127.0.0.66" }}]
-
-[upstreams.app]
-url = "http://{{upstream}}"
-
-[[routes]]
-path = "/office"
-upstream = "app"
-network = [{{ allow = "127.0.0.1" }}, {{ deny = "all" }}]
-
-[[routes]]
-path = "/private"
-upstream = "app"
-network = [{{ deny_file = "{blocklist}" }}]
-
-[[routes]]
-path = "/hidden"
-upstream = "app"
-concealed = true
-network = [{{ deny = "all" }}]
-"#
-    )
+/// The `network` fixture: `127.0.0.2` is a trusted proxy, `127.0.0.66` is denied
+/// everywhere; `/office` admits `127.0.0.1` only, `/private` denies the addresses of
+/// `testdata/network/blocklist.txt`, `/hidden` denies everyone and is concealed.
+fn config() -> Fixture {
+    fixture("network")
 }
 
 use common::client_from;
@@ -57,7 +26,7 @@ async fn status(source: &str, url: &str, xff: Option<&str>) -> u16 {
 #[tokio::test]
 async fn forged_forwarding_headers_pass_nothing_and_trusted_proxies_are_believed() {
     let upstream = Upstream::start().await;
-    let gw = gateway(&config(), &upstream).await;
+    let gw = gateway(config(), &upstream).await;
     let office = format!("http://{}/office", gw.proxy_addr);
 
     // Directly from the allowed address.
@@ -84,7 +53,7 @@ async fn forged_forwarding_headers_pass_nothing_and_trusted_proxies_are_believed
 #[tokio::test]
 async fn global_and_route_rules_and_rule_files_refuse_with_403_or_the_concealed_404() {
     let upstream = Upstream::start().await;
-    let gw = gateway(&config(), &upstream).await;
+    let gw = gateway(config(), &upstream).await;
     let base = format!("http://{}", gw.proxy_addr);
 
     // Global rule: refused before routing, even on an unknown path.

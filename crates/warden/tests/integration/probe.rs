@@ -6,51 +6,16 @@ use std::convert::Infallible;
 use std::process::Command;
 
 use bytes::Bytes;
-use common::{Upstream, gateway, now, sign};
+use common::{Upstream, fixture, gateway};
 use http::{Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use serde_json::{Value, json};
+use serde_json::Value;
+use warden_testkit::Token;
 
-const CONFIG: &str = r#"
-[log]
-decisions = "off"
-[upstreams.app]
-url = "http://{upstream}"
-[sources.jwt]
-type = "jwt"
-algorithms = ["RS256"]
-keys = [{ pem_file = "rsa.pub.pem" }]
-[[routes]]
-path = "/me"
-upstream = "app"
-auth = ["jwt"]
-[[routes]]
-path = "/admin"
-upstream = "app"
-auth = ["jwt"]
-roles = ["admin"]
-[[routes]]
-path = "/write"
-upstream = "app"
-auth = ["jwt"]
-scopes = ["docs:write"]
-[[routes]]
-path = "/vault"
-upstream = "app"
-auth = ["jwt"]
-concealed = true
-[[routes]]
-name = "limited"
-path = "/limited"
-upstream = "app"
-[[limits]]
-name = "l"
-key = ["route"]
-limit = 1
-window = "1h"
-routes = ["limited"]
-"#;
+/// The `probe` fixture: `/me`, `/admin` (role admin), `/write` (scope docs:write), the
+/// concealed `/vault`, all behind one JWT source, and `/limited` (one request an hour).
+const CONFIG: &str = "probe";
 
 fn probe(args: &[&str]) -> (i32, Vec<Value>) {
     let out = Command::new(env!("CARGO_BIN_EXE_warden"))
@@ -87,10 +52,18 @@ fn texts(report: &Value) -> String {
 #[tokio::test]
 async fn the_gateway_answers_are_explained() {
     let upstream = Upstream::start().await;
-    let gw = gateway(CONFIG, &upstream).await;
+    let gw = gateway(fixture(CONFIG), &upstream).await;
     let base = format!("http://{}", gw.proxy_addr);
-    let viewer = sign(&json!({ "sub": "vic", "exp": now() + 600, "roles": ["viewer"] }));
-    let admin = sign(&json!({ "sub": "ada", "exp": now() + 600, "roles": ["admin"] }));
+    let as_role = |sub: &str, role: &str| {
+        Token::new()
+            .sub(sub)
+            .exp_in(600)
+            .roles([role])
+            .kid("rsa-1")
+            .sign_rs256()
+    };
+    let viewer = as_role("vic", "viewer");
+    let admin = as_role("ada", "admin");
     let base2 = base.clone();
     let viewer2 = viewer.clone();
     let admin2 = admin.clone();

@@ -11,35 +11,37 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Upstream, client};
+use common::{Fixture, Upstream, client, fixture};
 use redis_server::{Cleanup, PrivateRedis, SHARED, require_shared, unique_prefix};
 use serde_json::{Value, json};
 use warden::gateway::Gateway;
+use warden_testkit::{Token, now};
 
-use common::{client_from, now};
+use common::client_from;
 
 /// An RS256 token signed with the test key; `iat` and `jti` only when given.
 fn token(sub: &str, jti: Option<&str>, iat: Option<u64>) -> String {
-    let mut claims = json!({ "sub": sub, "exp": now() + 600 });
+    let mut token = Token::new().sub(sub).exp_in(600);
     if let Some(jti) = jti {
-        claims["jti"] = json!(jti);
+        token = token.jti(jti);
     }
     if let Some(iat) = iat {
-        claims["iat"] = json!(iat);
+        token = token.iat(iat);
     }
-    common::sign(&claims)
+    token.kid("rsa-1").sign_rs256()
 }
 
-/// The `[state]` section for a Redis backend.
-fn state(url: &str, prefix: &str, fail: &str) -> String {
-    format!(
-        "[state]\nbackend = \"redis\"\nredis_url = \"{url}\"\nfail = \"{fail}\"\n\
-         timeout = \"200ms\"\nkey_prefix = \"{prefix}\"\n"
-    )
+/// A Redis fixture (its `[state]` has a 200 ms timeout) on the Redis at `url`, with keys
+/// under `prefix` and the fail mode `fail`.
+fn redis_config(name: &str, url: &str, prefix: &str, fail: &str) -> Fixture {
+    fixture(name)
+        .var("redis_url", url)
+        .var("key_prefix", prefix)
+        .var("fail", fail)
 }
 
-async fn start(config: &str, upstream: &Upstream) -> Gateway {
-    common::gateway_with_admin(config, upstream).await
+async fn start(config: &Fixture, upstream: &Upstream) -> Gateway {
+    common::gateway_with_admin(config.clone(), upstream).await
 }
 
 fn header(resp: &reqwest::Response, name: &str) -> String {
@@ -82,24 +84,8 @@ async fn state_unavailable(gw: &Gateway) -> u64 {
         .unwrap()
 }
 
-const SHARED_LIMIT: &str = r#"
-[log]
-decisions = "off"
-
-[upstreams.app]
-url = "http://{upstream}"
-
-[[routes]]
-name = "hits"
-path = "/hits"
-upstream = "app"
-
-[[limits]]
-name = "shared"
-key = ["route"]
-limit = 60
-window = "1h"
-"#;
+/// `redis-shared-limit`: `/hits`, 60 requests an hour in all, counted in Redis.
+const SHARED_LIMIT: &str = "redis-shared-limit";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_gateways_share_one_limit_through_redis() {
@@ -107,9 +93,11 @@ async fn two_gateways_share_one_limit_through_redis() {
     let prefix = unique_prefix();
     let _cleanup = Cleanup(prefix.clone());
     let upstream = Upstream::start().await;
-    let config = format!(
-        "{}{SHARED_LIMIT}",
-        state(&format!("redis://{SHARED}"), &prefix, "closed")
+    let config = redis_config(
+        SHARED_LIMIT,
+        &format!("redis://{SHARED}"),
+        &prefix,
+        "closed",
     );
     let (a, b) = (
         start(&config, &upstream).await,
@@ -212,31 +200,15 @@ async fn two_gateways_share_one_limit_through_redis() {
     b.shutdown().await;
 }
 
-const OUTAGE: &str = r#"
-[log]
-decisions = "off"
-
-[upstreams.app]
-url = "http://{upstream}"
-
-[[routes]]
-name = "ping"
-path = "/ping"
-upstream = "app"
-
-[[limits]]
-name = "roomy"
-key = ["client"]
-limit = 100000
-window = "1h"
-"#;
+/// `redis-outage`: `/ping`, under a limit by client too roomy to be reached.
+const OUTAGE: &str = "redis-outage";
 
 /// Requests pass while the private Redis is up, are answered by the fail mode (quickly)
 /// while it is down, and pass through Redis again once it is back on the same port.
 async fn outage(fail: &str) {
     let mut redis = PrivateRedis::start();
     let upstream = Upstream::start().await;
-    let config = format!("{}{OUTAGE}", state(&redis.url(), &unique_prefix(), fail));
+    let config = redis_config(OUTAGE, &redis.url(), &unique_prefix(), fail);
     let gw = start(&config, &upstream).await;
     let url = format!("http://{}/ping", gw.proxy_addr);
     let http = client();
@@ -324,24 +296,8 @@ async fn fail_open_lets_requests_through_while_redis_is_down_and_recovers() {
     outage("open").await;
 }
 
-const JWT_ROUTE: &str = r#"
-[log]
-decisions = "off"
-
-[upstreams.app]
-url = "http://{upstream}"
-
-[sources.jwt]
-type = "jwt"
-algorithms = ["RS256"]
-keys = [{ pem_file = "rsa.pub.pem" }]
-
-[[routes]]
-name = "me"
-path = "/me"
-upstream = "app"
-auth = ["jwt"]
-"#;
+/// `redis-jwt`: `/me` behind a JWT source.
+const JWT_ROUTE: &str = "redis-jwt";
 
 const BANS: &str = r#"
 [bans]
@@ -356,10 +312,8 @@ async fn repeated_failures_ban_a_client_on_every_instance() {
     let prefix = unique_prefix();
     let _cleanup = Cleanup(prefix.clone());
     let upstream = Upstream::start().await;
-    let config = format!(
-        "{}{JWT_ROUTE}{BANS}",
-        state(&format!("redis://{SHARED}"), &prefix, "closed")
-    );
+    let config =
+        redis_config(JWT_ROUTE, &format!("redis://{SHARED}"), &prefix, "closed").append(BANS);
     let (a, b) = (
         start(&config, &upstream).await,
         start(&config, &upstream).await,
@@ -431,10 +385,7 @@ async fn revocations_through_the_admin_listener_apply_on_every_instance() {
     let prefix = unique_prefix();
     let _cleanup = Cleanup(prefix.clone());
     let upstream = Upstream::start().await;
-    let config = format!(
-        "{}{JWT_ROUTE}",
-        state(&format!("redis://{SHARED}"), &prefix, "closed")
-    );
+    let config = redis_config(JWT_ROUTE, &format!("redis://{SHARED}"), &prefix, "closed");
     let (a, b) = (
         start(&config, &upstream).await,
         start(&config, &upstream).await,
@@ -552,9 +503,11 @@ async fn a_redis_that_never_answers_is_refused_within_the_timeout() {
         }
     });
     let upstream = Upstream::start().await;
-    let config = format!(
-        "{}{OUTAGE}",
-        state(&format!("redis://{silent}"), &unique_prefix(), "closed")
+    let config = redis_config(
+        OUTAGE,
+        &format!("redis://{silent}"),
+        &unique_prefix(),
+        "closed",
     );
     let gw = start(&config, &upstream).await;
     let url = format!("http://{}/ping", gw.proxy_addr);
@@ -582,10 +535,7 @@ async fn a_gateway_started_while_redis_is_down_connects_once_it_is_up() {
     let mut redis = PrivateRedis::start();
     redis.kill();
     let upstream = Upstream::start().await;
-    let config = format!(
-        "{}{OUTAGE}",
-        state(&redis.url(), &unique_prefix(), "closed")
-    );
+    let config = redis_config(OUTAGE, &redis.url(), &unique_prefix(), "closed");
     let gw = start(&config, &upstream).await;
     let url = format!("http://{}/ping", gw.proxy_addr);
     let http = client();

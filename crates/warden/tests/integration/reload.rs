@@ -7,22 +7,20 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Upstream, client};
+use common::{Upstream, client, fixture};
 use serde_json::Value;
 use warden::gateway::{Gateway, Listeners};
 use warden_core::Config;
 
+/// The `reload` fixture with one route to the upstream for each of `paths`.
 fn config_text(upstream: &Upstream, paths: &[&str]) -> String {
-    let mut text = format!(
-        "[log]\ndecisions = \"off\"\n[upstreams.app]\nurl = \"http://{}\"\n",
-        upstream.addr
-    );
+    let mut config = fixture("reload").upstream(upstream.addr);
     for path in paths {
-        text.push_str(&format!(
+        config = config.append(&format!(
             "[[routes]]\npath = \"{path}\"\nupstream = \"app\"\n"
         ));
     }
-    text
+    config.filled().to_owned()
 }
 
 fn temp_config(name: &str, text: &str) -> PathBuf {

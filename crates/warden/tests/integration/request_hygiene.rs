@@ -4,77 +4,20 @@
 //! Every refused request is checked against the upstream's log: it never arrived.
 use crate::common;
 
-use common::{
-    Upstream, admin_get, client, gateway, gateway_with_admin, now, raw, raw_status, sign,
-};
+use common::{Upstream, admin_get, client, fixture, gateway, gateway_with_admin, raw, raw_status};
+use warden_testkit::Token;
 
-const CONFIG: &str = r#"
-[log]
-decisions = "off"
-
-[hygiene]
-waf = "on"
-max_body = "256KiB"
-waf_body_limit = "8KiB"
-rules = [
-  { id = "no-passwd", pattern = '(?i)/etc/passwd' },
-  { id = "js-url", pattern = '(?i)^\s*javascript:', parts = ["query"] },
-]
-
-[csrf]
-trusted_origins = ["https://app.example.com"]
-
-[cors]
-origins = ["https://app.example.com"]
-headers = ["authorization", "content-type"]
-credentials = true
-max_age = "10m"
-
-[upstreams.app]
-url = "http://{upstream}"
-
-[sources.bearer]
-type = "jwt"
-algorithms = ["RS256"]
-keys = [{ pem_file = "rsa.pub.pem" }]
-
-[sources.session]
-type = "jwt"
-algorithms = ["RS256"]
-cookie = "session"
-keys = [{ pem_file = "rsa.pub.pem" }]
-
-[[routes]]
-name = "search"
-path = "/search"
-methods = ["GET", "POST"]
-upstream = "app"
-
-[[routes]]
-name = "watch"
-path = "/watch"
-methods = ["GET", "POST"]
-upstream = "app"
-waf = "detect"
-
-[[routes]]
-name = "upload"
-path = "/upload"
-methods = ["POST"]
-upstream = "app"
-waf = "off"
-max_body = "64KiB"
-
-[[routes]]
-name = "notes"
-path = "/notes"
-methods = ["GET", "POST", "DELETE"]
-upstream = "app"
-auth = ["bearer", "session"]
-"#;
+/// The `request-hygiene` fixture: the WAF on `/search`, detect-only on `/watch` and off on
+/// `/upload` (64 KiB bodies); CSRF and CORS for `https://app.example.com`; `/notes` behind a
+/// bearer or a `session` cookie.
+const CONFIG: &str = "request-hygiene";
 
 fn token() -> String {
-    sign(&serde_json::json!({ "sub": "alice", "exp": now() + 600 }))
+    Token::new()
+        .sub("alice")
+        .exp_in(600)
+        .kid("rsa-1")
+        .sign_rs256()
 }
 
 fn url(gw: &warden::gateway::Gateway, path: &str) -> String {
@@ -93,7 +36,7 @@ async fn problem(resp: reqwest::Response) -> (u16, serde_json::Value) {
 #[tokio::test]
 async fn the_waf_refuses_attacks_without_naming_the_rule() {
     let upstream = Upstream::start().await;
-    let gw = gateway_with_admin(CONFIG, &upstream).await;
+    let gw = gateway_with_admin(fixture(CONFIG), &upstream).await;
     let c = client();
     let attacks: Vec<reqwest::RequestBuilder> = vec![
         c.get(url(&gw, "/search?q=1%27%20OR%20%271%27%3D%271")),
@@ -178,7 +121,7 @@ fn chunked(path: &str, content_type: &str, chunks: &[&[u8]]) -> Vec<u8> {
 #[tokio::test]
 async fn detect_only_routes_log_and_forward() {
     let upstream = Upstream::start().await;
-    let gw = gateway_with_admin(CONFIG, &upstream).await;
+    let gw = gateway_with_admin(fixture(CONFIG), &upstream).await;
     let resp = client()
         .get(url(&gw, "/watch?q=1%27%20OR%20%271%27%3D%271"))
         .send()
@@ -202,7 +145,7 @@ async fn detect_only_routes_log_and_forward() {
 #[tokio::test]
 async fn bodies_over_the_limits_are_413() {
     let upstream = Upstream::start().await;
-    let gw = gateway(CONFIG, &upstream).await;
+    let gw = gateway(fixture(CONFIG), &upstream).await;
     let c = client();
 
     // By Content-Length, before a byte of the body is read: 413 and the connection closed.
@@ -269,7 +212,7 @@ async fn bodies_over_the_limits_are_413() {
 #[tokio::test]
 async fn cookie_authenticated_unsafe_requests_need_a_same_site_proof() {
     let upstream = Upstream::start().await;
-    let gw = gateway(CONFIG, &upstream).await;
+    let gw = gateway(fixture(CONFIG), &upstream).await;
     let c = client();
     let cookie = format!("session={}", token());
     let post = || c.post(url(&gw, "/notes")).header("cookie", &cookie);
@@ -316,7 +259,7 @@ async fn cookie_authenticated_unsafe_requests_need_a_same_site_proof() {
 #[tokio::test]
 async fn cors_preflights_are_answered_from_configuration() {
     let upstream = Upstream::start().await;
-    let gw = gateway(CONFIG, &upstream).await;
+    let gw = gateway(fixture(CONFIG), &upstream).await;
     let c = client();
     let preflight = |origin: &str, method: &str, headers: &str| {
         let mut r = c
@@ -406,28 +349,8 @@ async fn cors_preflights_are_answered_from_configuration() {
 #[tokio::test]
 async fn case_and_trailing_slash_policies_route_and_forward_one_path() {
     let upstream = Upstream::start().await;
-    let config = r#"
-[log]
-decisions = "off"
-[hygiene]
-path_case = "insensitive"
-trailing_slash = "ignore"
-[upstreams.app]
-url = "http://{upstream}"
-[sources.bearer]
-type = "jwt"
-algorithms = ["RS256"]
-keys = [{ pem_file = "rsa.pub.pem" }]
-[[routes]]
-path = "/admin"
-upstream = "app"
-auth = ["bearer"]
-roles = ["admin"]
-[[routes]]
-path = "/public"
-upstream = "app"
-"#;
-    let gw = gateway(config, &upstream).await;
+    // Case-insensitive paths, trailing slashes ignored; `/admin` for admins, `/public`.
+    let gw = gateway(fixture("path-policies"), &upstream).await;
     let c = client();
     for path in ["/ADMIN", "/Admin/", "/admin//", "/aDmIn"] {
         let resp = c.get(url(&gw, path)).send().await.unwrap();

@@ -2,40 +2,25 @@
 //! never enforced.
 use crate::common;
 
-use common::{Upstream, client};
+use common::{Upstream, client, fixture};
 use serde_json::{Value, json};
+use warden_testkit::Token;
 
 fn token(roles: &[&str]) -> String {
-    common::sign(&json!({ "sub": "sam", "exp": common::now() + 600, "roles": roles }))
+    Token::new()
+        .sub("sam")
+        .exp_in(600)
+        .roles(roles)
+        .kid("rsa-1")
+        .sign_rs256()
 }
 
 #[tokio::test]
 async fn shadow_policies_are_logged_and_counted_but_never_enforced() {
     let upstream = Upstream::start().await;
-    let shadow_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/cedar/shadow");
-    let text = format!(
-        r#"
-[log]
-decisions = "off"
-allowed = false
-[upstreams.app]
-url = "http://{upstream}"
-[sources.idp]
-type = "jwt"
-algorithms = ["RS256"]
-keys = [{{ pem_file = "rsa.pub.pem" }}]
-[authorization]
-policies = ["{shadow_dir}/active.cedar"]
-shadow_policies = ["{shadow_dir}/candidate.cedar"]
-[[routes]]
-name = "reports"
-path = "/reports"
-upstream = "app"
-auth = ["idp"]
-"#,
-        upstream = upstream.addr
-    );
-    let gw = common::gateway_with_admin(&text, &upstream).await;
+    // The policies of `testdata/cedar/shadow` on `/reports`: `active.cedar` decides,
+    // `candidate.cedar` is evaluated beside it.
+    let gw = common::gateway_with_admin(fixture("shadow"), &upstream).await;
     let reports = format!("http://{}/reports", gw.proxy_addr);
     let admin = gw.admin_addr.unwrap();
 

@@ -1,4 +1,5 @@
-//! Shared test harness: a recording upstream, a gateway on a free loopback port, raw sockets.
+//! Shared test harness: a gateway on a free loopback port, clients, raw sockets, the binary.
+//! Tokens, fixture configurations and the recording upstream come from `warden_testkit`.
 #![allow(
     dead_code,
     clippy::unwrap_used,
@@ -9,144 +10,33 @@
 
 pub mod redis_server;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{HeaderMap, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper_util::rt::TokioIo;
+use http::HeaderMap;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use warden::gateway::{Gateway, Listeners};
-use warden_core::Config;
+pub use warden_testkit::{Fixture, Seen, Upstream, fixture};
 
-/// One request as the upstream saw it.
-#[derive(Debug, Clone)]
-pub struct Seen {
-    pub method: String,
-    pub target: String,
-    pub headers: HeaderMap,
-    pub body: Bytes,
+/// Start a gateway for a configuration whose `{upstream}` is the upstream's address.
+pub async fn gateway(config: Fixture, upstream: &Upstream) -> Gateway {
+    start(config, upstream, false).await
 }
 
-/// A real HTTP server on loopback that records what reaches it.
-///
-/// `/slow` answers after two seconds, `/missing` answers 404, `/echo-status/NNN` answers NNN;
-/// anything else answers 200 with a small JSON body.
-#[derive(Debug, Clone)]
-pub struct Upstream {
-    pub addr: SocketAddr,
-    pub seen: Arc<Mutex<Vec<Seen>>>,
+/// Like [`gateway`], with an admin listener on a free loopback port.
+pub async fn gateway_with_admin(config: Fixture, upstream: &Upstream) -> Gateway {
+    start(config, upstream, true).await
 }
 
-impl Upstream {
-    pub async fn start() -> Self {
-        let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let record = Arc::clone(&seen);
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let record = Arc::clone(&record);
-                tokio::spawn(async move {
-                    let service =
-                        hyper::service::service_fn(move |req| answer(Arc::clone(&record), req));
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        Self { addr, seen }
-    }
-
-    pub fn seen(&self) -> Vec<Seen> {
-        self.seen.lock().unwrap().clone()
-    }
-
-    pub fn last(&self) -> Seen {
-        self.seen()
-            .last()
-            .cloned()
-            .expect("the upstream saw no request")
-    }
-}
-
-async fn answer(
-    record: Arc<Mutex<Vec<Seen>>>,
-    req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
-    let (parts, body) = req.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
-    let target = parts
-        .uri
-        .path_and_query()
-        .map(|pq| pq.to_string())
-        .unwrap_or_default();
-    record.lock().unwrap().push(Seen {
-        method: parts.method.to_string(),
-        target: target.clone(),
-        headers: parts.headers.clone(),
-        body: body.clone(),
-    });
-    let path = parts.uri.path();
-    if path == "/slow" {
-        tokio::time::sleep(Duration::from_secs(2)).await;
-    }
-    let status = if path == "/missing" || path.ends_with("/missing") {
-        StatusCode::NOT_FOUND
-    } else if let Some(code) = path.strip_prefix("/echo-status/") {
-        StatusCode::from_u16(code.parse().unwrap_or(200)).unwrap_or(StatusCode::OK)
-    } else {
-        StatusCode::OK
-    };
-    let mut response = Response::new(Full::new(Bytes::from(format!(
-        "{{\"upstream\":true,\"target\":\"{target}\",\"bytes\":{}}}",
-        body.len()
-    ))));
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert("content-type", "application/json".parse().unwrap());
-    response
-        .headers_mut()
-        .insert("connection", "x-upstream-secret".parse().unwrap());
-    response
-        .headers_mut()
-        .insert("x-upstream-secret", "hop".parse().unwrap());
-    Ok(response)
-}
-
-/// The directory of the shared test keys.
-pub fn keys_dir() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/keys"))
-}
-
-/// Start a gateway for a configuration text in which `{upstream}` stands for the upstream's
-/// address. Key files are read relative to the test keys directory.
-pub async fn gateway(config: &str, upstream: &Upstream) -> Gateway {
-    gateway_at(config, upstream, &keys_dir().join("test.toml")).await
-}
-
-/// Like [`gateway`], for a configuration that reads files relative to `origin`.
-pub async fn gateway_at(config: &str, upstream: &Upstream, origin: &Path) -> Gateway {
-    let text = config.replace("{upstream}", &upstream.addr.to_string());
-    let config = Config::parse(&text, origin).unwrap_or_else(|e| panic!("{e}"));
+async fn start(config: Fixture, upstream: &Upstream, admin: bool) -> Gateway {
+    let config = config.upstream(upstream.addr).config();
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
     Gateway::start(
         config,
         Listeners {
-            proxy: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
-            admin: None,
+            proxy: Some(loopback),
+            admin: admin.then_some(loopback),
         },
     )
     .await
@@ -210,25 +100,6 @@ pub fn headers_without_date(headers: &HeaderMap) -> Vec<(String, String)> {
     out
 }
 
-/// Seconds since the epoch.
-pub fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-/// An RS256 token over `claims`, signed with the test key `rsa.key` (kid `rsa-1`).
-pub fn sign(claims: &serde_json::Value) -> String {
-    let key = jsonwebtoken::EncodingKey::from_rsa_pem(
-        &std::fs::read(keys_dir().join("rsa.key")).unwrap(),
-    )
-    .unwrap();
-    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
-    header.kid = Some("rsa-1".to_owned());
-    jsonwebtoken::encode(&header, claims, &key).unwrap()
-}
-
 /// A client whose connections come from `source` (any 127.0.0.0/8 address works on Linux).
 pub fn client_from(source: &str) -> reqwest::Client {
     warden::install_crypto_provider();
@@ -237,23 +108,6 @@ pub fn client_from(source: &str) -> reqwest::Client {
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap()
-}
-
-/// Like [`gateway`], with an admin listener on a free loopback port.
-pub async fn gateway_with_admin(config: &str, upstream: &Upstream) -> Gateway {
-    let text = config.replace("{upstream}", &upstream.addr.to_string());
-    let config =
-        Config::parse(&text, &keys_dir().join("test.toml")).unwrap_or_else(|e| panic!("{e}"));
-    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
-    Gateway::start(
-        config,
-        Listeners {
-            proxy: Some(loopback),
-            admin: Some(loopback),
-        },
-    )
-    .await
-    .unwrap()
 }
 
 /// The body of a GET on the gateway's admin listener.
