@@ -602,30 +602,6 @@ async fn refusals_are_the_gateways_refusals() {
 
 // ---- bodies: the same limits and the same WAF as the gateway ----
 
-const HYGIENE: &str = r#"
-[log]
-decisions = "off"
-
-[hygiene]
-max_body = "1KiB"
-
-[upstreams.app]
-url = "http://127.0.0.1:9"
-
-[[routes]]
-name = "upload"
-path = "/upload"
-methods = ["POST"]
-upstream = "app"
-
-[[routes]]
-name = "search"
-path = "/search"
-methods = ["POST"]
-upstream = "app"
-waf = "on"
-"#;
-
 /// A streamed body of the given chunks: no `Content-Length`, nothing known up front.
 struct Chunked(std::collections::VecDeque<bytes::Bytes>);
 
@@ -669,8 +645,7 @@ fn reading_app(calls: Arc<AtomicUsize>) -> Router {
 
 #[tokio::test]
 async fn a_streamed_body_past_the_limit_is_413_like_the_gateways() {
-    let layer =
-        WardenLayer::from_config(Config::parse(HYGIENE, &keys_dir().join("test.toml")).unwrap());
+    let layer = WardenLayer::from_config(fixture("tower-bodies").config());
     let calls = Arc::new(AtomicUsize::new(0));
     let service = layer.layer(reading_app(Arc::clone(&calls)));
     let chunk: &'static [u8] = &[b'a'; 600];
@@ -700,8 +675,7 @@ async fn a_streamed_body_past_the_limit_is_413_like_the_gateways() {
 
 #[tokio::test]
 async fn the_waf_reads_streamed_bodies_and_the_handler_still_gets_them() {
-    let layer =
-        WardenLayer::from_config(Config::parse(HYGIENE, &keys_dir().join("test.toml")).unwrap());
+    let layer = WardenLayer::from_config(fixture("tower-bodies").config());
     let calls = Arc::new(AtomicUsize::new(0));
     let service = layer.layer(reading_app(Arc::clone(&calls)));
     let response = service

@@ -6,50 +6,29 @@ use crate::common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Upstream, admin_get, client, gateway, gateway_with_admin, keys_dir, raw, raw_status};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use serde_json::{Value, json};
+use common::{admin_get, client, gateway, gateway_with_admin, raw, raw_status};
+use serde_json::Value;
+use warden_testkit::{Key, Token, Upstream, fixture, read_key};
 
 #[tokio::test]
 async fn a_key_refresh_does_not_charge_the_limits_twice() {
-    let doc = Arc::new(Mutex::new(
-        std::fs::read(keys_dir().join("jwks.json")).unwrap(),
-    ));
+    let doc = Arc::new(Mutex::new(read_key("jwks.json")));
     let jwks = crate::gateway::jwks_server(doc.clone()).await;
     let upstream = Upstream::start().await;
-    let config = format!(
-        r#"
-[log]
-decisions = "off"
-[upstreams.app]
-url = "http://{{upstream}}"
-[sources.idp]
-type = "jwt"
-algorithms = ["RS256"]
-jwks_url = "http://{jwks}/jwks.json"
-jwks_refresh = "1h"
-[[limits]]
-name = "per-client"
-key = ["client"]
-limit = 5
-window = "1h"
-[[routes]]
-name = "me"
-path = "/me"
-upstream = "app"
-auth = ["idp"]
-"#
-    );
-    let gw = gateway(&config, &upstream).await;
+    let config = fixture("jwks-url")
+        .var("jwks_url", format!("http://{jwks}/jwks.json"))
+        .append(
+            "[[limits]]\nname = \"per-client\"\nkey = [\"client\"]\nlimit = 5\nwindow = \"1h\"\n",
+        );
+    let gw = gateway(config, &upstream).await;
     // The identity provider rotates to a new key after warden fetched the set.
-    *doc.lock().unwrap() = std::fs::read(keys_dir().join("jwks-rotated.json")).unwrap();
+    *doc.lock().unwrap() = read_key("jwks-rotated.json");
     tokio::time::sleep(Duration::from_millis(5100)).await; // past the on-demand refresh interval
-    let mut header = Header::new(Algorithm::RS256);
-    header.kid = Some("rsa-2".to_owned());
-    let key =
-        EncodingKey::from_rsa_pem(&std::fs::read(keys_dir().join("rsa2.key")).unwrap()).unwrap();
-    let claims = json!({ "sub": "alice", "exp": common::now() + 600 });
-    let token = jsonwebtoken::encode(&header, &claims, &key).unwrap();
+    let token = Token::new()
+        .sub("alice")
+        .exp_in(600)
+        .kid("rsa-2")
+        .sign(Key::Rsa2);
 
     // The token names the new key: warden refreshes the set and verifies it again.
     let resp = client()
@@ -80,23 +59,8 @@ auth = ["idp"]
 #[tokio::test]
 async fn an_unreadable_body_is_decided_logged_and_counted() {
     let upstream = Upstream::start().await;
-    let gw = gateway_with_admin(
-        r#"
-[log]
-decisions = "off"
-[hygiene]
-waf = "on"
-[upstreams.app]
-url = "http://{upstream}"
-[[routes]]
-name = "search"
-path = "/search"
-methods = ["POST"]
-upstream = "app"
-"#,
-        &upstream,
-    )
-    .await;
+    // `/search` takes POST bodies, and the WAF reads them.
+    let gw = gateway_with_admin(fixture("request-hygiene"), &upstream).await;
     // A chunk size that is not hexadecimal: the body cannot be read for the WAF.
     let answer = raw(
         gw.proxy_addr,
