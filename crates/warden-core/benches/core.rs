@@ -24,8 +24,8 @@ use http::{HeaderMap, HeaderValue, Method, header};
 use ipnet::{IpNet, Ipv4Net};
 use serde_json::json;
 use sha2::{Digest, Sha256};
+use warden_core::fuzzing::normalize;
 use warden_core::network::{Action, IpRules};
-use warden_core::normalize::normalize;
 use warden_core::{Engine, RequestView};
 use warden_testkit::{Algorithm, Key, Token, fixture};
 

@@ -13,6 +13,7 @@ use crate::identity::Identity;
 
 /// The pipeline stages, in order. A decision names the stage that ended it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
 pub enum Stage {
     /// Canonical path and header hygiene.
     Normalize,
@@ -63,6 +64,7 @@ impl fmt::Display for Stage {
 
 /// Why a bearer or cookie token was not accepted. Each maps to `error="invalid_token"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum TokenProblem {
     /// Not three base64url parts, or a part that does not decode to JSON.
     Garbled,
@@ -138,6 +140,7 @@ impl TokenProblem {
 
 /// Why a request was refused. Each reason has one status and one stable code.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Reason {
     /// The request line or a header is malformed or ambiguous.
     MalformedRequest {
@@ -216,10 +219,6 @@ pub enum Reason {
     },
     /// The state backend could not answer and the fail mode is closed (503).
     StateUnavailable,
-    /// The upstream could not be reached or broke the exchange (a gateway answer, not a decision).
-    UpstreamUnavailable,
-    /// The upstream did not answer in time (a gateway answer, not a decision).
-    UpstreamTimeout,
     /// The body is larger than the route allows (413).
     BodyTooLarge {
         /// The limit in bytes.
@@ -271,8 +270,6 @@ impl Reason {
             } => StatusCode::FORBIDDEN,
             Self::RateLimited { .. } | Self::Banned { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::StateUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            Self::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
-            Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
     }
 
@@ -307,8 +304,6 @@ impl Reason {
             Self::RateLimited { .. } => "rate_limited",
             Self::Banned { .. } => "too_many_failures",
             Self::StateUnavailable => "temporarily_unavailable",
-            Self::UpstreamUnavailable => "upstream_unavailable",
-            Self::UpstreamTimeout => "upstream_timeout",
         }
     }
 
@@ -363,9 +358,7 @@ impl Reason {
             Self::RouteNotFound
             | Self::StateUnavailable
             | Self::NoCredentials
-            | Self::InvalidCredentials
-            | Self::UpstreamUnavailable
-            | Self::UpstreamTimeout => self.code().to_owned(),
+            | Self::InvalidCredentials => self.code().to_owned(),
         }
     }
 }
@@ -391,6 +384,7 @@ pub enum Verbosity {
 
 /// An authentication scheme the route accepts, for its `WWW-Authenticate` challenge.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Scheme {
     /// `Bearer` (RFC 6750).
     Bearer,
@@ -475,6 +469,7 @@ pub struct Deny {
 
 /// Either outcome.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum Verdict {
     /// Forward to the upstream.
     Allow(Allow),

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 /// How the caller proved who they are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CredentialKind {
     /// A JWT in `Authorization: Bearer`.
     Bearer,

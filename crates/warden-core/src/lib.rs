@@ -25,6 +25,8 @@
 //! assert_eq!(engine.decide(&request, SystemTime::now()).status(), http::StatusCode::NOT_FOUND);
 //! ```
 
+#![deny(missing_docs)]
+
 pub mod auth;
 mod authz;
 pub mod body;
@@ -37,12 +39,12 @@ pub mod hygiene;
 pub mod identity;
 pub mod limit;
 pub mod network;
-pub mod normalize;
+mod normalize;
 mod pipeline;
 mod protocol;
 pub mod request;
 pub mod response;
-pub mod route;
+mod route;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -55,6 +57,7 @@ pub use identity::Identity;
 pub use limit::{StateAnswer, StateCheck, StateUnavailable};
 pub use protocol::{Answer, BodyRead, Need, Pending, Progress};
 pub use request::RequestView;
+pub use route::Route;
 
 use pipeline::{Ctx, Mode};
 
@@ -258,11 +261,7 @@ fn hint(reason: &Reason) -> Option<String> {
         Reason::CorsRejected { .. } => {
             "add the origin, method or header to the CORS configuration".to_owned()
         }
-        Reason::WafBlocked(_)
-        | Reason::PolicyForbids { .. }
-        | Reason::NoPolicyPermits
-        | Reason::UpstreamUnavailable
-        | Reason::UpstreamTimeout => {
+        Reason::WafBlocked(_) | Reason::PolicyForbids { .. } | Reason::NoPolicyPermits => {
             return None;
         }
     })

@@ -79,7 +79,7 @@ impl NormalizeError {
 /// Normalize a request target.
 ///
 /// # Errors
-/// When the target is ambiguous or malformed; see [`NormalizeError`].
+/// When the target is ambiguous or malformed; its detail says which.
 pub fn normalize(target: &str) -> Result<Normalized, NormalizeError> {
     if !target.starts_with('/') {
         return Err(NormalizeError::NotOriginForm);

@@ -173,16 +173,8 @@ pub fn render_reason(
     html: bool,
 ) -> Response<Bytes> {
     let status = reason.status();
-    let title = status.canonical_reason().unwrap_or("Error");
     let detail = detail(reason, verbosity);
-    let instance = format!("urn:uuid:{id}");
-    let code = reason.code();
-
-    let mut builder = Response::builder()
-        .status(status)
-        .header(header::CACHE_CONTROL, "no-store")
-        .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
-        .header(header::VARY, "Accept");
+    let mut builder = problem_builder(status);
     for value in challenge_values(reason, challenges, branding.realm) {
         builder = builder.header(header::WWW_AUTHENTICATE, value);
     }
@@ -221,10 +213,78 @@ pub fn render_reason(
         builder = builder.header(header::RETRY_AFTER, seconds);
     }
 
+    let extra = match reason {
+        Reason::InsufficientScope { required, .. } => Some(("required_scopes", json!(required))),
+        _ => None,
+    };
+    let problem = Problem {
+        status,
+        code: reason.code(),
+        detail: &detail,
+    };
+    problem_body(builder, id, &problem, extra, branding, html)
+}
+
+/// A problem a front end reports itself, outside the engine's decisions (an upstream that
+/// failed or timed out): rendered like every refusal, problem+json or HTML.
+#[derive(Debug, Clone, Copy)]
+pub struct Problem<'a> {
+    /// The status.
+    pub status: StatusCode,
+    /// The stable code, the last segment of the problem `type`.
+    pub code: &'a str,
+    /// What the body says.
+    pub detail: &'a str,
+}
+
+/// The response for a front end's own problem: the same headers and documents as a
+/// refusal, without challenges.
+#[must_use]
+pub fn render_problem(
+    id: DecisionId,
+    problem: &Problem<'_>,
+    branding: Branding<'_>,
+    html: bool,
+) -> Response<Bytes> {
+    problem_body(
+        problem_builder(problem.status),
+        id,
+        problem,
+        None,
+        branding,
+        html,
+    )
+}
+
+/// The headers of every problem: never cached, never sniffed, negotiated by `Accept`.
+fn problem_builder(status: StatusCode) -> http::response::Builder {
+    Response::builder()
+        .status(status)
+        .header(header::CACHE_CONTROL, "no-store")
+        .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
+        .header(header::VARY, "Accept")
+}
+
+/// The problem document (RFC 9457) or the HTML page, as the client prefers.
+fn problem_body(
+    mut builder: http::response::Builder,
+    id: DecisionId,
+    problem: &Problem<'_>,
+    extra: Option<(&str, serde_json::Value)>,
+    branding: Branding<'_>,
+    html: bool,
+) -> Response<Bytes> {
+    let Problem {
+        status,
+        code,
+        detail,
+    } = *problem;
+    let title = status.canonical_reason().unwrap_or("Error");
+    let instance = format!("urn:uuid:{id}");
     let (content_type, body) = if html {
         (
             "text/html; charset=utf-8",
-            html_page(status, title, &detail, &instance),
+            html_page(status, title, detail, &instance),
         )
     } else {
         let mut doc = json!({
@@ -235,10 +295,8 @@ pub fn render_reason(
             "instance": instance,
             "code": code,
         });
-        if let (Reason::InsufficientScope { required, .. }, Some(map)) =
-            (reason, doc.as_object_mut())
-        {
-            map.insert("required_scopes".to_owned(), json!(required));
+        if let (Some((name, value)), Some(map)) = (extra, doc.as_object_mut()) {
+            map.insert(name.to_owned(), value);
         }
         ("application/problem+json", doc.to_string())
     };
@@ -306,8 +364,6 @@ fn detail(reason: &Reason, verbosity: Verbosity) -> String {
         Reason::StateUnavailable => {
             "The service is temporarily unable to check this request; retry shortly.".to_owned()
         }
-        Reason::UpstreamUnavailable => "The upstream service is unavailable.".to_owned(),
-        Reason::UpstreamTimeout => "The upstream service did not answer in time.".to_owned(),
         Reason::BodyTooLarge { limit } => {
             format!("The request body is larger than the {limit} bytes this resource accepts.")
         }

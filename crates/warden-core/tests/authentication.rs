@@ -164,6 +164,7 @@ fn description(problem: TokenProblem) -> &'static str {
         TokenProblem::WrongAudience => "The token audience is not accepted",
         TokenProblem::MissingClaim => "The token lacks a required claim",
         TokenProblem::Revoked => "The access token was revoked",
+        other => panic!("no description written out for {other:?}"),
     }
 }
 
@@ -192,7 +193,7 @@ fn assert_allowed(decision: &Decision) -> &Allow {
     match &decision.verdict {
         Verdict::Allow(allow) => allow,
         Verdict::Deny(deny) => panic!("refused: {:?}", deny.reason),
-        Verdict::Preflight => panic!("answered as a preflight"),
+        other => panic!("not allowed: {other:?}"),
     }
 }
 

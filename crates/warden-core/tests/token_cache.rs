@@ -44,7 +44,7 @@ fn subject(decision: &Decision) -> &str {
     match &decision.verdict {
         Verdict::Allow(allow) => &allow.identity.as_ref().unwrap().subject,
         Verdict::Deny(deny) => panic!("refused: {:?}", deny.reason),
-        Verdict::Preflight => panic!("answered as a preflight"),
+        other => panic!("not allowed: {other:?}"),
     }
 }
 

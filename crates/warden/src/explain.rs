@@ -296,7 +296,7 @@ fn response_text(out: &mut String, engine: &Engine, explanation: &Explanation) {
                 );
             }
         }
-        Verdict::Deny(_) | Verdict::Preflight => {
+        _ => {
             if let Some(response) = render(engine, explanation) {
                 let _ = writeln!(out, "  HTTP/1.1 {}", response.status());
                 for (name, value) in response.headers() {
@@ -365,15 +365,13 @@ fn response_json(engine: &Engine, explanation: &Explanation) -> Value {
             "headers": headers_json(allow.headers.add.iter().map(|(n, v)| (n, v))),
             "body": Value::Null,
         }),
-        Verdict::Deny(_) | Verdict::Preflight => {
-            render(engine, explanation).map_or(Value::Null, |response| {
-                json!({
-                    "status": response.status().as_u16(),
-                    "headers": headers_json(response.headers().iter()),
-                    "body": String::from_utf8_lossy(response.body()),
-                })
+        _ => render(engine, explanation).map_or(Value::Null, |response| {
+            json!({
+                "status": response.status().as_u16(),
+                "headers": headers_json(response.headers().iter()),
+                "body": String::from_utf8_lossy(response.body()),
             })
-        }
+        }),
     }
 }
 

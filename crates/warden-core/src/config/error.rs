@@ -33,6 +33,29 @@ impl fmt::Display for ConfigError {
     }
 }
 
+impl std::error::Error for ConfigError {}
+
+/// For tools that report through `miette`: each problem is a diagnostic with a stable code,
+/// its position already in the message (file:line:column, then the field).
+impl miette::Diagnostic for ConfigError {
+    fn code<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
+        Some(Box::new("warden::config"))
+    }
+}
+
+/// Every problem of a file, as one diagnostic with each problem related to it.
+impl miette::Diagnostic for ConfigErrors {
+    fn code<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
+        Some(Box::new("warden::config"))
+    }
+
+    fn related<'a>(&'a self) -> Option<Box<dyn Iterator<Item = &'a dyn miette::Diagnostic> + 'a>> {
+        Some(Box::new(
+            self.0.iter().map(|e| e as &dyn miette::Diagnostic),
+        ))
+    }
+}
+
 /// Every problem found in a configuration; never empty.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct ConfigErrors(pub Vec<ConfigError>);
@@ -126,5 +149,33 @@ mod tests {
         assert_eq!(line_column(text, 6), (2, 1));
         assert_eq!(line_column(text, 11), (2, 6));
         assert_eq!(line_column(text, 999), (3, 1));
+    }
+}
+
+#[cfg(test)]
+mod diagnostic_tests {
+    use miette::Diagnostic;
+
+    use super::*;
+
+    #[test]
+    fn configuration_errors_are_diagnostics_naming_each_problem() {
+        let one = |line| ConfigError {
+            file: PathBuf::from("warden.toml"),
+            line,
+            column: 3,
+            field: "routes[0].upstream".to_owned(),
+            message: "no upstream named `x`".to_owned(),
+        };
+        let errors = ConfigErrors(vec![one(4), one(9)]);
+        assert_eq!(errors.code().unwrap().to_string(), "warden::config");
+        let related: Vec<String> = errors.related().unwrap().map(|d| d.to_string()).collect();
+        assert_eq!(
+            related,
+            [
+                "warden.toml:4:3: routes[0].upstream: no upstream named `x`",
+                "warden.toml:9:3: routes[0].upstream: no upstream named `x`"
+            ]
+        );
     }
 }

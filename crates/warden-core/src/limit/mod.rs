@@ -124,7 +124,8 @@ impl BanPolicy {
     }
 }
 
-/// One question for the state backend.
+/// One question for the state backend. Deliberately exhaustive: a backend must answer every
+/// kind of check, and a new kind is a compile error in each backend, never a silent pass.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StateCheck {
     /// Is this client banned? (answer: the ban's remaining time)

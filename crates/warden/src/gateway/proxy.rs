@@ -168,12 +168,19 @@ async fn forward(
     html: bool,
 ) -> Response<Body> {
     let branding = Branding::from(engine.config());
-    let failure = |reason: Reason| gateway_answer(decision.id, &reason, branding, html);
+    let failure = |failure: UpstreamFailure| {
+        from_rendered(response::render_problem(
+            decision.id,
+            &failure.problem(),
+            branding,
+            html,
+        ))
+    };
     let Some(target) = engine.config().upstreams.get(&allow.upstream) else {
-        return failure(Reason::UpstreamUnavailable);
+        return failure(UpstreamFailure::Unavailable("no_upstream"));
     };
     let Ok(uri) = upstream::upstream_uri(target, &allow.path_and_query) else {
-        return failure(Reason::UpstreamUnavailable);
+        return failure(UpstreamFailure::Unavailable("bad_uri"));
     };
     let host = uri.authority().map(|a| a.as_str().to_owned());
     upstream::prepare_request_headers(
@@ -205,7 +212,7 @@ async fn forward(
                 .with_label_values(&["timeout"])
                 .inc();
             tracing::warn!(decision_id = %decision.id, upstream = %allow.upstream, "upstream timed out");
-            failure(Reason::UpstreamTimeout)
+            failure(UpstreamFailure::Timeout)
         }
         Err(UpstreamFailure::Unavailable(kind)) => {
             shared
@@ -214,7 +221,7 @@ async fn forward(
                 .with_label_values(&[kind])
                 .inc();
             tracing::warn!(decision_id = %decision.id, upstream = %allow.upstream, kind, "upstream unavailable");
-            failure(Reason::UpstreamUnavailable)
+            failure(UpstreamFailure::Unavailable(kind))
         }
     }
 }

@@ -14,6 +14,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use warden_core::config::{GatewaySettings, Upstream};
 use warden_core::decision::ForwardHeaders;
+use warden_core::response::Problem;
 
 /// Headers that describe one connection, never the message (RFC 9110 §7.6.1), plus the
 /// proxy-only fields a client has no business sending through.
@@ -45,6 +46,24 @@ pub(crate) enum UpstreamFailure {
     Unavailable(&'static str),
     /// No response head in time: 504.
     Timeout,
+}
+
+impl UpstreamFailure {
+    /// The problem the client is answered with: 502 or 504, never a 401, 403 or 500.
+    pub(crate) fn problem(&self) -> Problem<'static> {
+        match self {
+            Self::Unavailable(_) => Problem {
+                status: http::StatusCode::BAD_GATEWAY,
+                code: "upstream_unavailable",
+                detail: "The upstream service is unavailable.",
+            },
+            Self::Timeout => Problem {
+                status: http::StatusCode::GATEWAY_TIMEOUT,
+                code: "upstream_timeout",
+                detail: "The upstream service did not answer in time.",
+            },
+        }
+    }
 }
 
 /// The pooled client to every upstream.
