@@ -60,6 +60,54 @@ where
     }
 }
 
+/// A request's body while it is decided: what was read for the WAF, and the rest. A
+/// driver's [`crate::Host::read_body`] takes the unread body, reads a prefix its own way (the
+/// gateway within a time limit) and settles the outcome here; [`Held::into_parts`] then
+/// gives what to forward.
+#[derive(Debug)]
+pub struct Held<B> {
+    unread: Option<B>,
+    read: Option<Bytes>,
+}
+
+impl<B> Held<B> {
+    /// A body not read yet; `None` for a request without one.
+    #[must_use]
+    pub fn new(body: Option<B>) -> Self {
+        Self {
+            unread: body,
+            read: None,
+        }
+    }
+
+    /// The body to read from, `None` when there is none (an empty body is complete).
+    pub fn take_unread(&mut self) -> Option<B> {
+        self.unread.take()
+    }
+
+    /// Keep what a read gave, and tell the engine what it means.
+    pub fn settle(&mut self, prefix: Prefix<B>) -> crate::BodyRead {
+        match prefix {
+            Prefix::Complete(bytes) => {
+                self.read = Some(bytes.clone());
+                crate::BodyRead::Complete(bytes)
+            }
+            Prefix::TooLarge { prefix, rest } => {
+                self.read = Some(prefix);
+                self.unread = Some(rest);
+                crate::BodyRead::TooLarge
+            }
+            Prefix::Failed => crate::BodyRead::Unreadable,
+        }
+    }
+
+    /// What was read, and the rest, for [`CappedBody::new`].
+    #[must_use]
+    pub fn into_parts(self) -> (Option<Bytes>, Option<B>) {
+        (self.read, self.unread)
+    }
+}
+
 /// A request body on its way to the service behind: an optional prefix already read, then
 /// the rest of the client's body, cut off with an error past `max` bytes.
 #[derive(Debug)]

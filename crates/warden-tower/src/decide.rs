@@ -8,7 +8,7 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use http_body::Body;
-use warden_core::body::{Prefix, read_prefix};
+use warden_core::body::{Held, read_prefix};
 use warden_core::limit::BanPolicy;
 use warden_core::{BodyRead, Host, StateAnswer, StateCheck, StateUnavailable};
 
@@ -18,10 +18,7 @@ use crate::state::MemoryState;
 pub(crate) struct LayerHost<'a, B> {
     state: &'a MemoryState,
     now: SystemTime,
-    /// The part of the body not read yet.
-    unread: Option<B>,
-    /// What was read for the WAF.
-    read: Option<Bytes>,
+    body: Held<B>,
 }
 
 impl<'a, B> LayerHost<'a, B> {
@@ -29,14 +26,13 @@ impl<'a, B> LayerHost<'a, B> {
         Self {
             state,
             now,
-            unread: body,
-            read: None,
+            body: Held::new(body),
         }
     }
 
     /// The body to pass on: what was read, and the rest.
     pub(crate) fn into_body(self) -> (Option<Bytes>, Option<B>) {
-        (self.read, self.unread)
+        self.body.into_parts()
     }
 }
 
@@ -45,21 +41,11 @@ where
     B: Body<Data = Bytes> + Send + Unpin,
 {
     async fn read_body(&mut self, limit: usize) -> BodyRead {
-        let Some(body) = self.unread.take() else {
+        let Some(body) = self.body.take_unread() else {
             return BodyRead::Complete(Bytes::new());
         };
-        match read_prefix(body, limit).await {
-            Prefix::Complete(bytes) => {
-                self.read = Some(bytes.clone());
-                BodyRead::Complete(bytes)
-            }
-            Prefix::TooLarge { prefix, rest } => {
-                self.read = Some(prefix);
-                self.unread = Some(rest);
-                BodyRead::TooLarge
-            }
-            Prefix::Failed => BodyRead::Unreadable,
-        }
+        let prefix = read_prefix(body, limit).await;
+        self.body.settle(prefix)
     }
 
     async fn answer_state(

@@ -19,16 +19,13 @@ use warden_core::{
 
 use super::Shared;
 use super::request_body;
-use warden_core::body::Prefix;
+use warden_core::body::Held;
 
 /// One request's host: the gateway's shared parts and the request's body.
 pub(crate) struct GatewayHost<'a> {
     shared: &'a Arc<Shared>,
     engine: &'a Engine,
-    /// The part of the body not read yet (`None` once read whole, or for no body).
-    unread: Option<Incoming>,
-    /// What was read for the WAF.
-    read: Option<Bytes>,
+    body: Held<Incoming>,
     timeout: Duration,
 }
 
@@ -37,40 +34,30 @@ impl<'a> GatewayHost<'a> {
         Self {
             shared,
             engine,
-            unread: body,
-            read: None,
+            body: Held::new(body),
             timeout: engine.config().gateway.upstream_timeout,
         }
     }
 
     /// The body to forward: what was read, and the rest.
     pub(crate) fn into_body(self) -> (Option<Bytes>, Option<Incoming>) {
-        (self.read, self.unread)
+        self.body.into_parts()
     }
 }
 
 impl Host for GatewayHost<'_> {
     async fn read_body(&mut self, limit: usize) -> BodyRead {
-        let Some(body) = self.unread.take() else {
+        let Some(body) = self.body.take_unread() else {
             return BodyRead::Complete(Bytes::new());
         };
-        match request_body::read_for_inspection(body, limit, self.timeout).await {
-            Prefix::Complete(bytes) => {
-                self.read = Some(bytes.clone());
-                BodyRead::Complete(bytes)
-            }
-            Prefix::TooLarge { prefix, rest } => {
-                self.read = Some(prefix);
-                self.unread = Some(rest);
-                BodyRead::TooLarge
-            }
-            Prefix::Failed => {
-                tracing::info!(
-                    "the request body could not be read (broken off, malformed or too slow)"
-                );
-                BodyRead::Unreadable
-            }
+        let prefix = request_body::read_for_inspection(body, limit, self.timeout).await;
+        let read = self.body.settle(prefix);
+        if read == BodyRead::Unreadable {
+            tracing::info!(
+                "the request body could not be read (broken off, malformed or too slow)"
+            );
         }
+        read
     }
 
     async fn answer_state(
