@@ -33,6 +33,7 @@ impl Setup {
             Listeners {
                 proxy: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
                 admin: None,
+                ..Listeners::default()
             },
         )
         .await

@@ -153,6 +153,20 @@ impl Engine {
         self.step(request, cx, routed)
     }
 
+    /// A refusal a front end makes before the pipeline can run (a malformed forward-auth
+    /// question, a peer that may not ask): a decision like any other, with its own id, so it
+    /// is logged, counted and rendered as every refusal is.
+    #[must_use]
+    pub fn refuse(
+        &self,
+        request: &RequestView<'_>,
+        now: SystemTime,
+        stage: Stage,
+        reason: Reason,
+    ) -> Decision {
+        Ctx::new(request, now, Mode::Alone).decision(pipeline::Outcome::deny(stage, None, reason))
+    }
+
     /// A refusal for a request the driver could not finish deciding (the state backend or
     /// the runtime failed): 503, never an allow.
     #[must_use]

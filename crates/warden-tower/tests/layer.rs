@@ -556,6 +556,7 @@ async fn refusals_are_the_gateways_refusals() {
         Listeners {
             proxy: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
             admin: None,
+            ..Listeners::default()
         },
     )
     .await

@@ -152,6 +152,7 @@ pub fn run() -> ExitCode {
             Listeners {
                 proxy: listen,
                 admin: admin_listen,
+                ..Listeners::default()
             },
         ),
         Command::Check { config } => check(&config),

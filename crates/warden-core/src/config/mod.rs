@@ -170,6 +170,21 @@ pub struct Config {
     pub(crate) geo: Option<crate::network::geo::GeoRules>,
     /// Path policies, body limits, the WAF, CSRF and CORS.
     pub hygiene: crate::hygiene::HygieneSettings,
+    /// warden as another proxy's external authorizer, when configured.
+    pub forward_auth: Option<ForwardAuthSettings>,
+}
+
+/// warden as the external authorizer of another proxy (`[forward_auth]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardAuthSettings {
+    /// The HTTP listener (NGINX `auth_request`, Caddy `forward_auth`, Traefik
+    /// `forwardAuth`, Envoy `ext_authz` in HTTP mode).
+    pub listen: Option<SocketAddr>,
+    /// The gRPC listener (Envoy `ext_authz`, `envoy.service.auth.v3.Authorization`).
+    pub grpc_listen: Option<SocketAddr>,
+    /// The path prefix of Envoy's HTTP mode: `PREFIX/original/path` is asked as
+    /// `/original/path` with the request's own method.
+    pub envoy_prefix: String,
 }
 
 impl Config {
@@ -212,6 +227,7 @@ impl Config {
         let base_dir = origin.parent().map(Path::to_path_buf).unwrap_or_default();
 
         let gateway = gateway_settings(&raw, &mut errors);
+        let forward_auth = forward_auth_settings(&raw, &mut errors);
         let log = LogSettings {
             target: match raw.log.decisions.as_deref() {
                 None | Some("stdout") => LogTarget::Stdout,
@@ -333,6 +349,7 @@ impl Config {
             state,
             geo,
             hygiene,
+            forward_auth,
         });
         match (errors.finish(()), config) {
             (Ok(()), Some(config)) => Ok(config),
@@ -440,12 +457,9 @@ pub(crate) fn parse_duration(
     }
 }
 
-fn gateway_settings(raw: &RawConfig, errors: &mut Collector<'_>) -> GatewaySettings {
-    let g = &raw.gateway;
-    let addr = |v: &Spanned<String>, field: &str, errors: &mut Collector<'_>| match v
-        .get_ref()
-        .parse::<SocketAddr>(
-    ) {
+/// A listening address, or an error at its span.
+fn addr(v: &Spanned<String>, field: &str, errors: &mut Collector<'_>) -> Option<SocketAddr> {
+    match v.get_ref().parse::<SocketAddr>() {
         Ok(a) => Some(a),
         Err(_) => {
             errors.at(
@@ -455,7 +469,53 @@ fn gateway_settings(raw: &RawConfig, errors: &mut Collector<'_>) -> GatewaySetti
             );
             None
         }
+    }
+}
+
+fn forward_auth_settings(
+    raw: &RawConfig,
+    errors: &mut Collector<'_>,
+) -> Option<ForwardAuthSettings> {
+    let section = raw.forward_auth.as_ref()?;
+    let f = section.get_ref();
+    let listen = f
+        .listen
+        .as_ref()
+        .and_then(|v| addr(v, "forward_auth.listen", errors));
+    let grpc_listen = f
+        .grpc_listen
+        .as_ref()
+        .and_then(|v| addr(v, "forward_auth.grpc_listen", errors));
+    if f.listen.is_none() && f.grpc_listen.is_none() {
+        errors.at(
+            section.span(),
+            "forward_auth",
+            "set `listen` (HTTP), `grpc_listen` (Envoy gRPC) or both",
+        );
+    }
+    let envoy_prefix = match &f.envoy_prefix {
+        None => "/envoy".to_owned(),
+        Some(p) => {
+            let text = p.get_ref().trim_end_matches('/');
+            if !text.starts_with('/') || text.len() < 2 || text.contains(['?', '#', '%']) {
+                errors.at(
+                    p.span(),
+                    "forward_auth.envoy_prefix",
+                    "expected a path prefix such as /envoy",
+                );
+            }
+            text.to_owned()
+        }
     };
+    Some(ForwardAuthSettings {
+        listen,
+        grpc_listen,
+        envoy_prefix,
+    })
+}
+
+fn gateway_settings(raw: &RawConfig, errors: &mut Collector<'_>) -> GatewaySettings {
+    let g = &raw.gateway;
     let default_listen = SocketAddr::from(([127, 0, 0, 1], 8080));
     GatewaySettings {
         listen: g

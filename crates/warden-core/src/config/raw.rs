@@ -37,6 +37,19 @@ pub(crate) struct RawConfig {
     pub hygiene: RawHygiene,
     pub csrf: Option<Spanned<RawCsrf>>,
     pub cors: Option<Spanned<RawCors>>,
+    pub forward_auth: Option<Spanned<RawForwardAuth>>,
+}
+
+/// warden as the external authorizer of another proxy.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawForwardAuth {
+    /// The HTTP listener that NGINX, Caddy, Traefik and Envoy's HTTP mode ask.
+    pub listen: Option<Spanned<String>>,
+    /// The gRPC listener of Envoy's `envoy.service.auth.v3.Authorization`.
+    pub grpc_listen: Option<Spanned<String>>,
+    /// The path prefix of Envoy's HTTP mode (`path_prefix` in Envoy's configuration).
+    pub envoy_prefix: Option<Spanned<String>>,
 }
 
 /// Request hygiene: path policies, body limits, the WAF.

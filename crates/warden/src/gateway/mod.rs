@@ -6,7 +6,9 @@
 mod admin;
 mod body;
 mod decide;
+mod forward_auth;
 mod jwks;
+mod outcome;
 mod proxy;
 pub mod reload;
 mod request_body;
@@ -58,6 +60,8 @@ pub struct Listeners {
     pub proxy: Option<SocketAddr>,
     /// The admin listener; the configuration's when `None`.
     pub admin: Option<SocketAddr>,
+    /// The forward-auth listener; `[forward_auth] listen` when `None`.
+    pub forward_auth: Option<SocketAddr>,
 }
 
 /// What every connection shares.
@@ -82,6 +86,8 @@ pub struct Gateway {
     pub proxy_addr: SocketAddr,
     /// The admin listener's bound address, if any.
     pub admin_addr: Option<SocketAddr>,
+    /// The forward-auth listener's bound address, if any.
+    pub forward_auth_addr: Option<SocketAddr>,
     shared: Arc<Shared>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -98,6 +104,9 @@ impl Gateway {
             .map_err(StartError::DecisionLog)?;
         let proxy_addr = listeners.proxy.unwrap_or(config.gateway.listen);
         let admin_addr = listeners.admin.or(config.gateway.admin_listen);
+        let forward_auth_addr = listeners
+            .forward_auth
+            .or_else(|| config.forward_auth.as_ref().and_then(|f| f.listen));
         let upstream = upstream::UpstreamClient::new(&config.gateway);
         let jwks = JwksRefresher::new(Arc::clone(&metrics)).map_err(StartError::JwksClient)?;
         let config_path = config.origin.is_file().then(|| config.origin.clone());
@@ -128,11 +137,30 @@ impl Gateway {
                 addr: proxy_addr,
                 source,
             })?;
-        let mut tasks = vec![tokio::spawn(serve_proxy(
+        let mut tasks = vec![tokio::spawn(serve_http(
             proxy_listener,
             Arc::clone(&shared),
             stop.clone(),
+            proxy::handle,
         ))];
+        let forward_auth_addr = match forward_auth_addr {
+            Some(addr) => {
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartError::Bind { addr, source })?;
+                let bound = listener
+                    .local_addr()
+                    .map_err(|source| StartError::Bind { addr, source })?;
+                tasks.push(tokio::spawn(serve_http(
+                    listener,
+                    Arc::clone(&shared),
+                    stop.clone(),
+                    forward_auth::handle,
+                )));
+                Some(bound)
+            }
+            None => None,
+        };
 
         let admin_addr = match admin_addr {
             Some(addr) => {
@@ -152,10 +180,11 @@ impl Gateway {
             None => None,
         };
         tasks.push(tokio::spawn(jwks::refresh_loop(Arc::clone(&shared), stop)));
-        tracing::info!(%proxy_addr, admin = ?admin_addr, "warden is serving");
+        tracing::info!(%proxy_addr, admin = ?admin_addr, forward_auth = ?forward_auth_addr, "warden is serving");
         Ok(Self {
             proxy_addr,
             admin_addr,
+            forward_auth_addr,
             shared,
             shutdown,
             tasks,
@@ -180,7 +209,23 @@ impl Gateway {
     }
 }
 
-async fn serve_proxy(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+/// Accept HTTP/1.1 connections on `listener` and answer each request with `handle`, until
+/// `stop` changes.
+async fn serve_http<H, F>(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+    handle: H,
+) where
+    H: Fn(Arc<Shared>, SocketAddr, http::Request<hyper::body::Incoming>) -> F
+        + Copy
+        + Send
+        + Sync
+        + 'static,
+    F: std::future::Future<Output = Result<http::Response<body::Body>, std::convert::Infallible>>
+        + Send
+        + 'static,
+{
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -197,9 +242,8 @@ async fn serve_proxy(listener: TcpListener, shared: Arc<Shared>, mut stop: watch
         let _ = stream.set_nodelay(true);
         let shared = Arc::clone(&shared);
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                proxy::handle(Arc::clone(&shared), peer, req)
-            });
+            let service =
+                hyper::service::service_fn(move |req| handle(Arc::clone(&shared), peer, req));
             let conn = http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .keep_alive(true)

@@ -17,6 +17,7 @@ use warden_core::{Decision, Engine, Reason, RequestView};
 use super::Shared;
 use super::body::{Body, from_rendered};
 use super::decide::GatewayHost;
+use super::outcome;
 use super::request_body::CappedBody;
 use super::upstream::{self, UpstreamFailure};
 use crate::decision_log::RequestFacts;
@@ -47,11 +48,6 @@ pub(crate) async fn handle(
 
     let mut host = GatewayHost::new(&shared, &engine, body);
     let decision = warden_core::drive(&engine, &view, at, &mut host).await;
-    shared
-        .metrics
-        .decision_seconds
-        .observe(decision.elapsed.as_secs_f64());
-
     let method = parts.method.clone();
     let branding = Branding::from(engine.config());
     let mut response = match response::render(&decision, branding, html) {
@@ -77,32 +73,14 @@ pub(crate) async fn handle(
         response.headers_mut(),
         response::decision_headers(&decision),
     );
-    count_waf(&shared, &decision);
     let facts = RequestFacts {
         client: decision.client,
         method: &method,
         target: &target,
         at,
     };
-    finish(&shared, &decision, facts, response)
-}
-
-/// Count WAF findings: refused ones and detect-only ones.
-fn count_waf(shared: &Shared, decision: &Decision) {
-    if let Some(Reason::WafBlocked(found)) = decision.reason() {
-        shared
-            .metrics
-            .waf_findings
-            .with_label_values(&[found.rule.as_ref(), "true"])
-            .inc();
-    }
-    for found in &decision.detections {
-        shared
-            .metrics
-            .waf_findings
-            .with_label_values(&[found.rule.as_ref(), "false"])
-            .inc();
-    }
+    outcome::record(&shared, &decision, facts, response.status());
+    Ok(response)
 }
 
 /// A refusal the gateway makes itself, outside the engine's decision (body, upstream).
@@ -120,43 +98,6 @@ fn gateway_answer(
         branding,
         html,
     ))
-}
-
-fn finish(
-    shared: &Shared,
-    decision: &Decision,
-    facts: RequestFacts<'_>,
-    response: Response<Body>,
-) -> Result<Response<Body>, Infallible> {
-    let status = response.status();
-    let outcome = if decision.is_allowed() {
-        "allow"
-    } else {
-        "deny"
-    };
-    let reason = decision.reason().map_or("", Reason::code);
-    shared
-        .metrics
-        .decisions
-        .with_label_values(&[outcome, status.as_str(), decision.stage.as_str(), reason])
-        .inc();
-    if let Some(Reason::PolicyError { errors }) = decision.reason() {
-        tracing::error!(decision_id = %decision.id, route = decision.route.as_deref(), ?errors, "policy evaluation failed; denied");
-    }
-    if let Some(shadow) = &decision.shadow {
-        let verdict = |allowed: bool| if allowed { "allow" } else { "deny" };
-        shared
-            .metrics
-            .shadow_disagreements
-            .with_label_values(&[
-                decision.route.as_deref().unwrap_or(""),
-                verdict(shadow.active_allowed),
-                verdict(shadow.shadow_allowed),
-            ])
-            .inc();
-    }
-    shared.log.record(decision, facts, status.as_u16());
-    Ok(response)
 }
 
 async fn forward(

@@ -51,6 +51,7 @@ async fn the_admin_endpoint_swaps_a_valid_configuration_and_refuses_an_invalid_o
         Listeners {
             proxy: Some(loopback),
             admin: Some(loopback),
+            ..Listeners::default()
         },
     )
     .await

@@ -37,6 +37,7 @@ async fn start(config: Fixture, upstream: &Upstream, admin: bool) -> Gateway {
         Listeners {
             proxy: Some(loopback),
             admin: admin.then_some(loopback),
+            ..Listeners::default()
         },
     )
     .await
