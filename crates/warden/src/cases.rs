@@ -74,8 +74,13 @@ pub struct CaseRequest {
     /// The method (default `GET`).
     #[serde(default)]
     pub method: Option<String>,
-    /// The request target: path and optional query.
-    pub path: String,
+    /// The request target: path and optional query (not with `forwarded`).
+    #[serde(default)]
+    pub path: Option<String>,
+    /// The headers are a proxy's forward-auth question: method and target come from
+    /// `X-Forwarded-Method` and `X-Forwarded-Uri` (or `X-Original-URI`).
+    #[serde(default)]
+    pub forwarded: bool,
     /// Request headers.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
@@ -176,6 +181,19 @@ fn prepare(case: &Case, now: SystemTime) -> Result<Prepared<'_>, String> {
         let (name, value) = explain::header(name, value)?;
         headers.append(name, value);
     }
+    let (method, target, headers) = match (request.forwarded, &request.path) {
+        (false, Some(path)) => (method, path.clone(), headers),
+        (false, None) => return Err("a request needs a `path` (or `forwarded: true`)".to_owned()),
+        (true, None) if request.method.is_none() => {
+            crate::gateway::forward_auth::original_request(&headers)
+                .map_err(|detail| format!("not a forward-auth question: {detail}"))?
+        }
+        (true, _) => {
+            return Err(
+                "a forwarded request takes its method and path from its headers".to_owned(),
+            );
+        }
+    };
     let at = request.at.as_deref().map_or(Ok(now), explain::parse_time)?;
     let assumed = case.identity.as_ref().map(|i| Assumed {
         subject: i.sub.clone(),
@@ -187,7 +205,7 @@ fn prepare(case: &Case, now: SystemTime) -> Result<Prepared<'_>, String> {
         case,
         request: RequestSpec {
             method,
-            target: request.path.clone(),
+            target,
             headers,
             peer: request.ip.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
             at,

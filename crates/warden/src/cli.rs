@@ -100,11 +100,18 @@ struct ExplainArgs {
     /// The method.
     #[arg(short = 'X', long, default_value = "GET", value_parser = explain::parse_method)]
     method: Method,
-    /// The request target: a path and an optional query, as a client sends it.
-    path: String,
+    /// The request target: a path and an optional query, as a client sends it (not with
+    /// `--forwarded`).
+    #[arg(required_unless_present = "forwarded", conflicts_with = "forwarded")]
+    path: Option<String>,
     /// A request header, `Name: value` (repeatable); real credentials go here.
     #[arg(short = 'H', long = "header", value_name = "NAME: VALUE", value_parser = explain::parse_header)]
     headers: Vec<(HeaderName, HeaderValue)>,
+    /// The headers are a proxy's forward-auth question (NGINX, Caddy, Traefik): the method
+    /// and target come from `X-Forwarded-Method` and `X-Forwarded-Uri` (or
+    /// `X-Original-URI`), the client from `X-Forwarded-For`; `--ip` is the proxy's address.
+    #[arg(long, conflicts_with = "method")]
+    forwarded: bool,
     /// The client address.
     #[arg(long, default_value = "127.0.0.1")]
     ip: IpAddr,
@@ -225,10 +232,22 @@ fn parse_identity(text: &str) -> Result<(String, String), String> {
 }
 
 fn explain_command(args: ExplainArgs) -> ExitCode {
+    let headers = args.headers.into_iter().collect::<HeaderMap>();
+    let (method, target, headers) = if args.forwarded {
+        match crate::gateway::forward_auth::original_request(&headers) {
+            Ok(original) => original,
+            Err(detail) => {
+                eprintln!("warden: not a forward-auth question: {detail} (400 at the listener)");
+                return ExitCode::from(1);
+            }
+        }
+    } else {
+        (args.method, args.path.unwrap_or_default(), headers)
+    };
     let request = RequestSpec {
-        method: args.method,
-        target: args.path,
-        headers: args.headers.into_iter().collect::<HeaderMap>(),
+        method,
+        target,
+        headers,
         peer: args.ip,
         at: args.at.unwrap_or_else(SystemTime::now),
     };

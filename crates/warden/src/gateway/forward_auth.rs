@@ -190,6 +190,21 @@ pub(crate) async fn handle(
     Ok(answer)
 }
 
+/// The original request a forward-auth question describes, for `warden explain --forwarded`
+/// and `warden test` cases with `forwarded: true`: method, target and headers.
+///
+/// # Errors
+/// What is missing, doubled or malformed, as the listener would answer it (400).
+pub(crate) fn original_request(
+    headers: &HeaderMap,
+) -> Result<(Method, String, HeaderMap), &'static str> {
+    match forwarded_question(headers) {
+        Ok(q) => Ok((q.method, q.target, q.headers)),
+        Err(Unasked::Malformed(detail)) => Err(detail),
+        Err(Unasked::Untrusted) => Err("the asking peer is not a trusted proxy"),
+    }
+}
+
 /// The original request from the forwarded headers: each at most once, the method and the
 /// URI required, the URI in origin form.
 fn forwarded_question(headers: &HeaderMap) -> Result<Question, Unasked> {

@@ -6,7 +6,7 @@
 mod admin;
 mod body;
 mod decide;
-mod forward_auth;
+pub(crate) mod forward_auth;
 mod jwks;
 mod outcome;
 mod proxy;

@@ -388,3 +388,30 @@ fn a_missing_cases_file_exits_1() {
         stderr(&out)
     );
 }
+
+#[test]
+fn explain_takes_a_proxys_forward_auth_question() {
+    // The method and the target come from the forwarded headers: a DELETE of /admin by a
+    // viewer, as NGINX or Traefik would ask it.
+    let out = explain(&[
+        "--forwarded",
+        "-H",
+        "X-Forwarded-Method: DELETE",
+        "-H",
+        "X-Forwarded-Uri: /admin",
+    ]);
+    assert_exit(&out, 2);
+    let text = stdout(&out);
+    assert!(
+        text.contains("HTTP/1.1 405 Method Not Allowed"),
+        "the forwarded method decides: {text}"
+    );
+    // A question without the forwarded URI is the listener's 400, explained as such.
+    let out = explain(&["--forwarded", "-H", "X-Forwarded-Method: GET"]);
+    assert_exit(&out, 1);
+    assert!(
+        stderr(&out).contains("no X-Forwarded-Uri or X-Original-URI"),
+        "{}",
+        stderr(&out)
+    );
+}
