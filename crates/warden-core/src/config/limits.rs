@@ -136,7 +136,7 @@ pub(super) fn limits(
             .iter()
             .filter_map(|k| {
                 parse_key_part(k)
-                    .map_err(|m| errors.at(r.key.span(), field("key"), m))
+                    .map_err(|e| errors.at(r.key.span(), field("key"), e.to_string()))
                     .ok()
             })
             .collect();

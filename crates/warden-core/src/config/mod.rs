@@ -142,6 +142,38 @@ pub struct JwksFetch {
     pub refresh: Duration,
 }
 
+/// Why [`Config::set_fetched_keys`] refused a JWKS document.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FetchedKeysError {
+    /// No identity source has this name.
+    #[error("no JWT source named `{0}`")]
+    UnknownSource(String),
+    /// The source with this name is not a JWT source (an API key or Basic source).
+    #[error("no JWT source named `{0}`")]
+    NotJwt(String),
+    /// The document is not a JWK set, or holds no usable public signing key.
+    #[error(transparent)]
+    Jwks(#[from] crate::auth::jwt::JwksError),
+}
+
+/// `serde_json::Error` (inside [`JwksError`](crate::auth::jwt::JwksError)) cannot be
+/// compared; two JWKS errors are equal when they are the same variant and say the same.
+impl PartialEq for FetchedKeysError {
+    fn eq(&self, other: &Self) -> bool {
+        use crate::auth::jwt::JwksError;
+        match (self, other) {
+            (Self::UnknownSource(a), Self::UnknownSource(b))
+            | (Self::NotJwt(a), Self::NotJwt(b)) => a == b,
+            (Self::Jwks(JwksError::NoKeys), Self::Jwks(JwksError::NoKeys)) => true,
+            (Self::Jwks(JwksError::Json(a)), Self::Jwks(JwksError::Json(b))) => {
+                a.to_string() == b.to_string()
+            }
+            _ => false,
+        }
+    }
+}
+
 /// A checked configuration.
 #[derive(Debug)]
 pub struct Config {
@@ -386,12 +418,16 @@ impl Config {
     /// keys change, the source's verified-token cache is flushed.
     ///
     /// # Errors
-    /// When the source is unknown or not a JWT source, or the document holds no usable key.
-    pub fn set_fetched_keys(&self, source: &str, jwks: &[u8]) -> Result<usize, String> {
-        let Some(Source::Jwt(jwt)) = self.sources.get(source).map(AsRef::as_ref) else {
-            return Err(format!("no JWT source named `{source}`"));
+    /// [`FetchedKeysError::UnknownSource`] or [`FetchedKeysError::NotJwt`] when the source
+    /// is unknown or not a JWT source, [`FetchedKeysError::Jwks`] when the document is not a
+    /// JWK set or holds no usable key. The source's keys are unchanged.
+    pub fn set_fetched_keys(&self, source: &str, jwks: &[u8]) -> Result<usize, FetchedKeysError> {
+        let jwt = match self.sources.get(source).map(AsRef::as_ref) {
+            Some(Source::Jwt(jwt)) => jwt,
+            Some(_) => return Err(FetchedKeysError::NotJwt(source.to_owned())),
+            None => return Err(FetchedKeysError::UnknownSource(source.to_owned())),
         };
-        let keys = crate::auth::jwt::KeySet::from_jwks(jwks).map_err(|e| e.to_string())?;
+        let keys = crate::auth::jwt::KeySet::from_jwks(jwks)?;
         let count = keys.len();
         jwt.set_fetched_keys(keys);
         Ok(count)
@@ -823,6 +859,19 @@ auth = ["missing"]
                 (4, "network.rules[1]")
             ],
             "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn fetched_keys_name_the_problem() {
+        let text = "[sources.key]\ntype = \"api_key\"\nkeys = []\n[upstreams.app]\nurl = \"http://127.0.0.1:3000\"\n[[routes]]\npath = \"/x\"\nupstream = \"app\"\n";
+        let config = Config::parse(text, Path::new("w.toml")).unwrap();
+        let unknown = config.set_fetched_keys("idp", b"{}").unwrap_err();
+        assert_eq!(unknown, FetchedKeysError::UnknownSource("idp".to_owned()));
+        assert_eq!(unknown.to_string(), "no JWT source named `idp`");
+        assert_eq!(
+            config.set_fetched_keys("key", b"{}"),
+            Err(FetchedKeysError::NotJwt("key".to_owned()))
         );
     }
 

@@ -48,7 +48,7 @@ pub(super) fn ip_rules(
             match parse_net(value) {
                 Ok(Some(net)) => out.push(net, *action),
                 Ok(None) => out.push_all(*action),
-                Err(message) => errors.at(spanned.span(), field, message),
+                Err(e) => errors.at(spanned.span(), field, e.to_string()),
             }
         }
     }
@@ -71,7 +71,7 @@ fn push_file(
             match parse_net(entry) {
                 Ok(Some(net)) => out.push(net, action),
                 Ok(None) => out.push_all(action),
-                Err(message) => errors.in_file(path, text, offset, field, message),
+                Err(e) => errors.in_file(path, text, offset, field, e.to_string()),
             }
         }
         offset += line.len();
@@ -89,10 +89,10 @@ pub(super) fn trusted_proxies(list: &[Spanned<String>], errors: &mut Collector<'
                 format!("gateway.trusted_proxies[{i}]"),
                 "trusting `all` would let any client forge its address",
             ),
-            Err(message) => errors.at(
+            Err(e) => errors.at(
                 entry.span(),
                 format!("gateway.trusted_proxies[{i}]"),
-                message,
+                e.to_string(),
             ),
         }
     }
@@ -162,6 +162,6 @@ pub(super) fn geo(
         }
     };
     GeoRules::new(bytes, rules)
-        .map_err(|message| errors.at(g.database.span(), "geo.database", message))
+        .map_err(|e| errors.at(g.database.span(), "geo.database", e.to_string()))
         .ok()
 }

@@ -4,7 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 use toml::Spanned;
 
 use crate::decision::Verbosity;
@@ -261,15 +262,28 @@ pub(crate) struct RawUpstream {
     pub url: Spanned<String>,
 }
 
-/// One identity source. A flat struct rather than a tagged enum: spans do not survive
-/// serde's buffering of tagged enums, and every error must name its line.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawSource {
-    /// `jwt`, `api_key` or `basic`.
-    #[serde(rename = "type")]
-    pub kind: Spanned<String>,
-    // jwt
+/// One identity source, by its `type`: `jwt`, `api_key` or `basic`.
+///
+/// Tagged by `type`, but not with `#[serde(tag = "type")]`: serde buffers an internally
+/// tagged enum before it reads the tag, and its buffer keeps no spans, so `Spanned` fields
+/// cannot be read from it at all and an unknown field is reported at the whole table
+/// instead of its own line. The `Deserialize` below reads every key and value straight from
+/// the TOML deserializer, whatever the order of the keys, so each value keeps its span and
+/// each error its line and column.
+#[derive(Debug)]
+pub(crate) enum RawSource {
+    /// Boxed: it has many more fields than the others.
+    Jwt(Box<RawJwtSource>),
+    ApiKey(RawApiKeySource),
+    Basic(RawBasicSource),
+    /// A `type` that is none of these. Kept rather than refused while parsing, so the check
+    /// reports it at the value, under `sources.NAME.type`, among the file's other errors.
+    Unknown(Spanned<String>),
+}
+
+/// `type = "jwt"`: bearer tokens (or a cookie) verified with pinned algorithms.
+#[derive(Debug, Default)]
+pub(crate) struct RawJwtSource {
     pub algorithms: Option<Spanned<Vec<String>>>,
     pub issuer: Option<Spanned<String>>,
     pub audience: Option<Spanned<Vec<String>>>,
@@ -288,12 +302,218 @@ pub(crate) struct RawSource {
     pub attributes: Option<Spanned<Vec<String>>>,
     /// How many verified tokens to remember; 0 turns the cache off.
     pub token_cache: Option<Spanned<u64>>,
-    // jwt keys, api keys and basic users
+    /// Verification keys.
     pub keys: Option<Spanned<Vec<Spanned<RawKey>>>>,
-    // api_key
+}
+
+/// `type = "api_key"`: a key in a header, looked up by its SHA-256.
+#[derive(Debug, Default)]
+pub(crate) struct RawApiKeySource {
+    /// The header (`x-api-key` by default).
     pub header: Option<Spanned<String>>,
-    // basic
+    pub keys: Option<Spanned<Vec<Spanned<RawKey>>>>,
+}
+
+/// `type = "basic"`: HTTP Basic users with password hashes.
+#[derive(Debug, Default)]
+pub(crate) struct RawBasicSource {
     pub users: Option<Spanned<Vec<Spanned<RawBasicUser>>>>,
+}
+
+/// Every key a source table may have, in the order unknown-field errors list them.
+const SOURCE_FIELDS: &[&str] = &[
+    "type",
+    "algorithms",
+    "issuer",
+    "audience",
+    "leeway",
+    "require",
+    "jwks_file",
+    "jwks_url",
+    "jwks_refresh",
+    "cookie",
+    "roles_claim",
+    "scopes_claim",
+    "max_token_bytes",
+    "attributes",
+    "token_cache",
+    "keys",
+    "header",
+    "users",
+];
+
+/// A source's `type`, once it is one warden knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SourceKind {
+    Jwt,
+    ApiKey,
+    Basic,
+}
+
+impl SourceKind {
+    fn parse(text: &str) -> Option<Self> {
+        match text {
+            "jwt" => Some(Self::Jwt),
+            "api_key" => Some(Self::ApiKey),
+            "basic" => Some(Self::Basic),
+            _ => None,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Jwt => "jwt",
+            Self::ApiKey => "api_key",
+            Self::Basic => "basic",
+        }
+    }
+
+    /// The keys a source of this type may have (each one of [`SOURCE_FIELDS`]).
+    fn fields(self) -> &'static [&'static str] {
+        match self {
+            Self::Jwt => &[
+                "type",
+                "algorithms",
+                "issuer",
+                "audience",
+                "leeway",
+                "require",
+                "jwks_file",
+                "jwks_url",
+                "jwks_refresh",
+                "cookie",
+                "roles_claim",
+                "scopes_claim",
+                "max_token_bytes",
+                "attributes",
+                "token_cache",
+                "keys",
+            ],
+            Self::ApiKey => &["type", "header", "keys"],
+            Self::Basic => &["type", "users"],
+        }
+    }
+
+    /// The error for a key of another type of source.
+    fn foreign<E: de::Error>(self, key: &str) -> E {
+        E::custom(format_args!(
+            "`{key}` does not apply to a `{}` source",
+            self.name()
+        ))
+    }
+}
+
+/// Reads one key of a source table: unknown keys are refused at the key, and so are keys of
+/// another type of source once the `type` has been read.
+struct SourceKey(Option<SourceKind>);
+
+impl<'de> DeserializeSeed<'de> for SourceKey {
+    type Value = &'static str;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_identifier(self)
+    }
+}
+
+impl Visitor<'_> for SourceKey {
+    type Value = &'static str;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a field of an identity source")
+    }
+
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<Self::Value, E> {
+        let Some(known) = SOURCE_FIELDS.iter().copied().find(|f| *f == key) else {
+            let expected = self.0.map_or(SOURCE_FIELDS, SourceKind::fields);
+            return Err(E::unknown_field(key, expected));
+        };
+        match self.0 {
+            Some(kind) if !kind.fields().contains(&known) => Err(kind.foreign(key)),
+            _ => Ok(known),
+        }
+    }
+}
+
+/// Sets a field read from a source table (TOML refuses a key written twice; this is for
+/// other formats).
+fn put<T, E: de::Error>(slot: &mut Option<T>, value: T, key: &'static str) -> Result<(), E> {
+    if slot.is_some() {
+        return Err(E::duplicate_field(key));
+    }
+    *slot = Some(value);
+    Ok(())
+}
+
+impl<'de> Deserialize<'de> for RawSource {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(SourceVisitor)
+    }
+}
+
+struct SourceVisitor;
+
+impl<'de> Visitor<'de> for SourceVisitor {
+    type Value = RawSource;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an identity source table with a `type`")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawSource, A::Error> {
+        let mut kind_text: Option<Spanned<String>> = None;
+        let mut kind = None;
+        let mut seen = Vec::new();
+        let mut jwt = RawJwtSource::default();
+        let mut api_key = RawApiKeySource::default();
+        let mut basic = RawBasicSource::default();
+        while let Some(key) = map.next_key_seed(SourceKey(kind))? {
+            seen.push(key);
+            match key {
+                "type" => {
+                    let text: Spanned<String> = map.next_value()?;
+                    kind = SourceKind::parse(text.get_ref());
+                    put(&mut kind_text, text, key)?;
+                }
+                "algorithms" => put(&mut jwt.algorithms, map.next_value()?, key)?,
+                "issuer" => put(&mut jwt.issuer, map.next_value()?, key)?,
+                "audience" => put(&mut jwt.audience, map.next_value()?, key)?,
+                "leeway" => put(&mut jwt.leeway, map.next_value()?, key)?,
+                "require" => put(&mut jwt.require, map.next_value()?, key)?,
+                "jwks_file" => put(&mut jwt.jwks_file, map.next_value()?, key)?,
+                "jwks_url" => put(&mut jwt.jwks_url, map.next_value()?, key)?,
+                "jwks_refresh" => put(&mut jwt.jwks_refresh, map.next_value()?, key)?,
+                "cookie" => put(&mut jwt.cookie, map.next_value()?, key)?,
+                "roles_claim" => put(&mut jwt.roles_claim, map.next_value()?, key)?,
+                "scopes_claim" => put(&mut jwt.scopes_claim, map.next_value()?, key)?,
+                "max_token_bytes" => put(&mut jwt.max_token_bytes, map.next_value()?, key)?,
+                "attributes" => put(&mut jwt.attributes, map.next_value()?, key)?,
+                "token_cache" => put(&mut jwt.token_cache, map.next_value()?, key)?,
+                // `keys` belongs to two types; it is moved to the right one below.
+                "keys" => put(&mut jwt.keys, map.next_value()?, key)?,
+                "header" => put(&mut api_key.header, map.next_value()?, key)?,
+                "users" => put(&mut basic.users, map.next_value()?, key)?,
+                _ => return Err(de::Error::unknown_field(key, SOURCE_FIELDS)),
+            }
+        }
+        let Some(kind_text) = kind_text else {
+            return Err(de::Error::missing_field("type"));
+        };
+        let Some(kind) = kind else {
+            return Ok(RawSource::Unknown(kind_text));
+        };
+        // Keys written before `type` could not be checked against it when they were read.
+        if let Some(key) = seen.iter().find(|k| !kind.fields().contains(k)) {
+            return Err(kind.foreign(key));
+        }
+        Ok(match kind {
+            SourceKind::Jwt => RawSource::Jwt(Box::new(jwt)),
+            SourceKind::ApiKey => RawSource::ApiKey(RawApiKeySource {
+                keys: jwt.keys,
+                ..api_key
+            }),
+            SourceKind::Basic => RawSource::Basic(basic),
+        })
+    }
 }
 
 /// A key entry: a JWT verification key (`pem_file`, `pem`, `secret_env`, `secret_file`)
@@ -358,4 +578,81 @@ pub(crate) struct RawRoute {
     pub csrf: Option<bool>,
     /// Whether CORS applies (default true).
     pub cors: Option<bool>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_source_field_belongs_to_a_type_and_every_type_field_is_a_source_field() {
+        let kinds = [SourceKind::Jwt, SourceKind::ApiKey, SourceKind::Basic];
+        for field in SOURCE_FIELDS {
+            assert!(kinds.iter().any(|k| k.fields().contains(field)), "{field}");
+        }
+        for kind in kinds {
+            assert_eq!(SourceKind::parse(kind.name()), Some(kind));
+            assert!(kind.fields().iter().all(|f| SOURCE_FIELDS.contains(f)));
+        }
+    }
+
+    #[test]
+    fn each_type_reads_its_fields() {
+        let text = r#"
+            [a]
+            type = "jwt"
+            algorithms = ["RS256"]
+            issuer = "i"
+            audience = ["a"]
+            leeway = "1s"
+            require = ["exp"]
+            jwks_file = "f"
+            jwks_url = "u"
+            jwks_refresh = "1m"
+            cookie = "c"
+            roles_claim = "r"
+            scopes_claim = "s"
+            max_token_bytes = 10
+            attributes = ["x"]
+            token_cache = 5
+            keys = [{ kid = "k", pem = "p" }]
+            [b]
+            type = "api_key"
+            header = "h"
+            keys = [{ id = "i", sha256 = "00", subject = "s" }]
+            [c]
+            type = "basic"
+            users = [{ name = "n", hash = "h" }]
+        "#;
+        let sources: BTreeMap<String, RawSource> = toml::from_str(text).unwrap();
+        let Some(RawSource::Jwt(jwt)) = sources.get("a") else {
+            panic!("{sources:?}");
+        };
+        assert!(
+            jwt.algorithms.is_some()
+                && jwt.issuer.is_some()
+                && jwt.audience.is_some()
+                && jwt.leeway.is_some()
+                && jwt.require.is_some()
+                && jwt.jwks_file.is_some()
+                && jwt.jwks_url.is_some()
+                && jwt.jwks_refresh.is_some()
+                && jwt.cookie.is_some()
+                && jwt.roles_claim.is_some()
+                && jwt.scopes_claim.is_some()
+                && jwt.max_token_bytes.is_some()
+                && jwt.attributes.is_some()
+                && jwt.token_cache.is_some()
+                && jwt.keys.is_some(),
+            "{jwt:?}"
+        );
+        let Some(RawSource::ApiKey(api_key)) = sources.get("b") else {
+            panic!("{sources:?}");
+        };
+        assert!(api_key.header.is_some() && api_key.keys.is_some());
+        let Some(RawSource::Basic(basic)) = sources.get("c") else {
+            panic!("{sources:?}");
+        };
+        assert!(basic.users.is_some());
+    }
 }

@@ -1,6 +1,7 @@
 //! Checking identity sources: keys loaded and parsed, algorithms pinned and consistent.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use toml::Spanned;
 
 use super::error::Collector;
 use super::parse_duration;
-use super::raw::{RawKey, RawSource};
+use super::raw::{RawApiKeySource, RawBasicSource, RawJwtSource, RawKey, RawSource};
 use crate::auth::Source;
 use crate::auth::api_key::{ApiKeyEntry, ApiKeySource};
 use crate::auth::basic::{BasicSource, BasicUser, PasswordHashKind};
@@ -28,59 +29,25 @@ pub(super) fn check_source(
     base_dir: &Path,
     errors: &mut Collector<'_>,
 ) -> Option<Source> {
-    let raw = spanned.get_ref();
     let before = errors.errors.len();
-    let field = |f: &str| format!("sources.{name}.{f}");
-    let kind = raw.kind.get_ref().as_str();
-
-    // Fields that belong to another type of source are mistakes, not options.
-    let foreign: &[(&str, bool)] = match kind {
-        "jwt" => &[
-            ("header", raw.header.is_some()),
-            ("users", raw.users.is_some()),
-        ],
-        "api_key" => &[
-            ("algorithms", raw.algorithms.is_some()),
-            ("jwks_file", raw.jwks_file.is_some()),
-            ("jwks_url", raw.jwks_url.is_some()),
-            ("cookie", raw.cookie.is_some()),
-            ("issuer", raw.issuer.is_some()),
-            ("users", raw.users.is_some()),
-            ("attributes", raw.attributes.is_some()),
-            ("token_cache", raw.token_cache.is_some()),
-        ],
-        "basic" => &[
-            ("algorithms", raw.algorithms.is_some()),
-            ("keys", raw.keys.is_some()),
-            ("header", raw.header.is_some()),
-            ("cookie", raw.cookie.is_some()),
-            ("attributes", raw.attributes.is_some()),
-            ("token_cache", raw.token_cache.is_some()),
-        ],
-        other => {
+    let span = spanned.span();
+    let name: Arc<str> = Arc::from(name);
+    // Fields of another type of source were refused while parsing (see `RawSource`).
+    let source = match spanned.get_ref() {
+        RawSource::Jwt(raw) => check_jwt(&name, raw, span, base_dir, errors).map(Source::Jwt),
+        RawSource::ApiKey(raw) => check_api_key(&name, raw, span, errors).map(Source::ApiKey),
+        RawSource::Basic(raw) => check_basic(&name, raw, span, errors).map(Source::Basic),
+        RawSource::Unknown(kind) => {
             errors.at(
-                raw.kind.span(),
-                field("type"),
-                format!("unknown source type `{other}`; expected `jwt`, `api_key` or `basic`"),
+                kind.span(),
+                format!("sources.{name}.type"),
+                format!(
+                    "unknown source type `{}`; expected `jwt`, `api_key` or `basic`",
+                    kind.get_ref()
+                ),
             );
             return None;
         }
-    };
-    for (f, present) in foreign {
-        if *present {
-            errors.at(
-                spanned.span(),
-                field(f),
-                format!("`{f}` does not apply to a `{kind}` source"),
-            );
-        }
-    }
-
-    let name: Arc<str> = Arc::from(name);
-    let source = match kind {
-        "jwt" => check_jwt(&name, raw, spanned, base_dir, errors).map(Source::Jwt),
-        "api_key" => check_api_key(&name, raw, spanned, errors).map(Source::ApiKey),
-        _ => check_basic(&name, raw, spanned, errors).map(Source::Basic),
     };
     if errors.errors.len() == before {
         source
@@ -91,15 +58,15 @@ pub(super) fn check_source(
 
 fn check_jwt(
     name: &Arc<str>,
-    raw: &RawSource,
-    spanned: &Spanned<RawSource>,
+    raw: &RawJwtSource,
+    span: Range<usize>,
     base_dir: &Path,
     errors: &mut Collector<'_>,
 ) -> Option<JwtSource> {
     let field = |f: &str| format!("sources.{name}.{f}");
     let Some(algs) = &raw.algorithms else {
         errors.at(
-            spanned.span(),
+            span.clone(),
             field("algorithms"),
             "a JWT source must pin its algorithms, e.g. [\"RS256\"]",
         );
@@ -191,7 +158,7 @@ fn check_jwt(
         || raw.jwks_url.is_some();
     if !configured {
         errors.at(
-            spanned.span(),
+            span.clone(),
             field("keys"),
             "a JWT source needs `keys`, `jwks_file` or `jwks_url`",
         );
@@ -199,7 +166,7 @@ fn check_jwt(
     for key in &keys {
         if !algorithms.iter().any(|a| a.family() == key.key.family()) {
             errors.at(
-                spanned.span(),
+                span.clone(),
                 field("keys"),
                 format!(
                     "key {} does not fit any of the pinned algorithms",
@@ -411,8 +378,8 @@ fn load_key(
 
 fn check_api_key(
     name: &Arc<str>,
-    raw: &RawSource,
-    spanned: &Spanned<RawSource>,
+    raw: &RawApiKeySource,
+    span: Range<usize>,
     errors: &mut Collector<'_>,
 ) -> Option<ApiKeySource> {
     let field = |f: &str| format!("sources.{name}.{f}");
@@ -433,7 +400,7 @@ fn check_api_key(
     let mut keys = HashMap::new();
     let Some(list) = &raw.keys else {
         errors.at(
-            spanned.span(),
+            span.clone(),
             field("keys"),
             "an api_key source needs `keys`",
         );
@@ -504,13 +471,13 @@ fn check_api_key(
 
 fn check_basic(
     name: &Arc<str>,
-    raw: &RawSource,
-    spanned: &Spanned<RawSource>,
+    raw: &RawBasicSource,
+    span: Range<usize>,
     errors: &mut Collector<'_>,
 ) -> Option<BasicSource> {
     let Some(list) = &raw.users else {
         errors.at(
-            spanned.span(),
+            span.clone(),
             format!("sources.{name}.users"),
             "a basic source needs `users`",
         );
@@ -556,4 +523,139 @@ fn check_basic(
         users,
         decoy,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::{Config, ConfigError};
+
+    const UPSTREAM: &str = "[upstreams.app]\nurl = \"http://127.0.0.1:3000\"\n";
+
+    fn errors_of(text: &str) -> Vec<ConfigError> {
+        Config::parse(&format!("{UPSTREAM}{text}"), Path::new("warden.toml"))
+            .err()
+            .map(|e| e.0)
+            .unwrap_or_default()
+    }
+
+    /// (line, column, field, message) of each error; line 1 is the first line after
+    /// `UPSTREAM`.
+    fn located(text: &str) -> Vec<(usize, usize, String, String)> {
+        errors_of(text)
+            .into_iter()
+            .map(|e| (e.line - 2, e.column, e.field, e.message))
+            .collect()
+    }
+
+    #[test]
+    fn a_misspelt_type_is_reported_at_its_value_among_the_other_errors() {
+        let text = "[sources.idp]\ntype = \"jtw\"\nalgorithms = [\"RS256\"]\n\n[[routes]]\npath = \"/a\"\nupstream = \"nope\"\n";
+        let errors = errors_of(text);
+        assert_eq!(errors.len(), 2, "{errors:#?}");
+        assert_eq!(
+            errors[0].to_string(),
+            "warden.toml:4:8: sources.idp.type: unknown source type `jtw`; expected `jwt`, `api_key` or `basic`"
+        );
+        assert_eq!(errors[1].field, "routes[0].upstream");
+        // Inline tables too.
+        assert_eq!(
+            located("[sources]\nidp = { type = \"basic_auth\" }\n"),
+            [(
+                2,
+                16,
+                "sources.idp.type".to_owned(),
+                "unknown source type `basic_auth`; expected `jwt`, `api_key` or `basic`".to_owned()
+            )]
+        );
+    }
+
+    #[test]
+    fn a_field_of_another_type_is_refused_at_its_line() {
+        let text = "[sources.idp]\ntype = \"jwt\"\nalgorithms = [\"RS256\"]\nheader = \"x-key\"\n";
+        assert_eq!(
+            located(text),
+            [(
+                4,
+                1,
+                "header".to_owned(),
+                "`header` does not apply to a `jwt` source".to_owned()
+            )]
+        );
+        // Before `type`, the field is only known to be foreign at the end of the table.
+        let text = "[sources.users]\nheader = \"x-key\"\ntype = \"basic\"\n";
+        assert_eq!(
+            located(text),
+            [(
+                1,
+                1,
+                "sources.users".to_owned(),
+                "`header` does not apply to a `basic` source".to_owned()
+            )]
+        );
+        // Fields the other types ignored are refused too.
+        let text = "[sources.keys]\ntype = \"api_key\"\nleeway = \"5s\"\n";
+        assert_eq!(
+            located(text)[0].3,
+            "`leeway` does not apply to a `api_key` source"
+        );
+    }
+
+    #[test]
+    fn an_unknown_field_lists_the_fields_of_its_type() {
+        let text = "[sources.keys]\ntype = \"api_key\"\nhedaer = \"x-key\"\n";
+        assert_eq!(
+            located(text),
+            [(
+                3,
+                1,
+                "hedaer".to_owned(),
+                "unknown field `hedaer`, expected one of `type`, `header`, `keys`".to_owned()
+            )]
+        );
+        // Before `type` (or with an unknown type), every source field is listed.
+        let text = "[sources.keys]\nhedaer = \"x-key\"\ntype = \"api_key\"\n";
+        let message = &located(text)[0].3;
+        assert!(
+            message.starts_with("unknown field `hedaer`, expected one of `type`, `algorithms`,"),
+            "{message}"
+        );
+        assert_eq!(
+            located("[sources.keys]\nkeys = []\n"),
+            [(
+                1,
+                1,
+                "sources.keys".to_owned(),
+                "missing field `type`".to_owned()
+            )]
+        );
+    }
+
+    #[test]
+    fn fields_keep_their_spans_whatever_the_order() {
+        // `type` last: the errors of the checks still point at `algorithms` and the key.
+        let text = "[sources.idp]\nalgorithms = [\"RS256\", \"none\"]\nkeys = [{ pem_file = \"missing.pem\" }]\ntype = \"jwt\"\n";
+        let errors: Vec<_> = located(text)
+            .into_iter()
+            .map(|(line, column, field, _)| (line, column, field))
+            .collect();
+        assert_eq!(
+            errors,
+            [
+                (2, 14, "sources.idp.algorithms".to_owned()),
+                (3, 9, "sources.idp.keys[0]".to_owned())
+            ]
+        );
+        let text = "[sources.keys]\nkeys = [{ id = \"k\", sha256 = \"00\", subject = \"s\" }]\ntype = \"api_key\"\n";
+        assert_eq!(
+            located(text),
+            [(
+                2,
+                9,
+                "sources.keys.keys[0].sha256".to_owned(),
+                "expected 64 hex digits (the SHA-256 of the key)".to_owned()
+            )]
+        );
+    }
 }

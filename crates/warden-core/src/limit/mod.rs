@@ -214,23 +214,33 @@ pub(crate) fn checks(
         .collect()
 }
 
+/// Why a limit's key part could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyPartError {
+    /// Not one of the known parts. Holds the text.
+    #[error("`{0}` is not a key part; use client, route, subject, api_key or claim:NAME")]
+    Unknown(String),
+    /// `claim:` with no claim name after it.
+    #[error("`claim:` is not a key part; use client, route, subject, api_key or claim:NAME")]
+    EmptyClaimName,
+}
+
 /// Parse `client`, `route`, `subject`, `api_key` or `claim:NAME`.
 ///
 /// # Errors
-/// For any other text.
-pub fn parse_key_part(text: &str) -> Result<KeyPart, String> {
+/// [`KeyPartError::EmptyClaimName`] for `claim:` alone, [`KeyPartError::Unknown`] for any
+/// other text.
+pub fn parse_key_part(text: &str) -> Result<KeyPart, KeyPartError> {
     Ok(match text {
         "client" => KeyPart::Client,
         "route" => KeyPart::Route,
         "subject" => KeyPart::Subject,
         "api_key" => KeyPart::ApiKey,
         other => match other.strip_prefix("claim:") {
-            Some(name) if !name.is_empty() => KeyPart::Claim(name.to_owned()),
-            _ => {
-                return Err(format!(
-                    "`{other}` is not a key part; use client, route, subject, api_key or claim:NAME"
-                ));
-            }
+            Some("") => return Err(KeyPartError::EmptyClaimName),
+            Some(name) => KeyPart::Claim(name.to_owned()),
+            None => return Err(KeyPartError::Unknown(other.to_owned())),
         },
     })
 }
@@ -245,4 +255,25 @@ pub fn revoked_token_key(jti: &str) -> String {
 #[must_use]
 pub fn revoked_subject_key(subject: &str) -> String {
     format!("revoked:sub:{subject}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_parts_are_parsed_and_refused_with_their_reason() {
+        assert_eq!(parse_key_part("client"), Ok(KeyPart::Client));
+        assert_eq!(
+            parse_key_part("claim:plan"),
+            Ok(KeyPart::Claim("plan".to_owned()))
+        );
+        assert_eq!(parse_key_part("claim:"), Err(KeyPartError::EmptyClaimName));
+        let unknown = parse_key_part("ip").unwrap_err();
+        assert_eq!(unknown, KeyPartError::Unknown("ip".to_owned()));
+        assert_eq!(
+            unknown.to_string(),
+            "`ip` is not a key part; use client, route, subject, api_key or claim:NAME"
+        );
+    }
 }

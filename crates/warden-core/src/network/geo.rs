@@ -34,6 +34,15 @@ impl std::fmt::Debug for GeoRules {
     }
 }
 
+/// Why a geo database could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GeoError {
+    /// The bytes are not a MaxMind database (or a damaged one).
+    #[error("not a MaxMind database: {0}")]
+    NotMaxMind(#[source] maxminddb::MaxMindDbError),
+}
+
 /// A geo refusal.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GeoDenial {
@@ -47,10 +56,9 @@ impl GeoRules {
     /// Rules over a database read from bytes.
     ///
     /// # Errors
-    /// When the bytes are not a MaxMind database.
-    pub fn new(database: Vec<u8>, rules: Vec<GeoRule>) -> Result<Self, String> {
-        let reader =
-            Reader::from_source(database).map_err(|e| format!("not a MaxMind database: {e}"))?;
+    /// [`GeoError::NotMaxMind`] when the bytes are not a MaxMind database.
+    pub fn new(database: Vec<u8>, rules: Vec<GeoRule>) -> Result<Self, GeoError> {
+        let reader = Reader::from_source(database).map_err(GeoError::NotMaxMind)?;
         Ok(Self { reader, rules })
     }
 

@@ -120,11 +120,21 @@ impl IpRules {
     }
 }
 
+/// Why a network rule's text could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NetError {
+    /// Neither a CIDR prefix (with a prefix length that fits the address), an address, nor
+    /// `all`. Holds the text, trimmed.
+    #[error("`{0}` is not an address, a CIDR prefix or `all`")]
+    NotANetwork(String),
+}
+
 /// Parse `10.0.0.0/8`, `2001:db8::/32`, a bare address, or `all`.
 ///
 /// # Errors
-/// When the text is none of these.
-pub fn parse_net(text: &str) -> Result<Option<IpNet>, String> {
+/// [`NetError::NotANetwork`] when the text is none of these.
+pub fn parse_net(text: &str) -> Result<Option<IpNet>, NetError> {
     let text = text.trim();
     if text == "all" {
         return Ok(None);
@@ -134,7 +144,7 @@ pub fn parse_net(text: &str) -> Result<Option<IpNet>, String> {
     }
     text.parse::<IpAddr>()
         .map(|a| Some(IpNet::from(a)))
-        .map_err(|_| format!("`{text}` is not an address, a CIDR prefix or `all`"))
+        .map_err(|_| NetError::NotANetwork(text.to_owned()))
 }
 
 #[cfg(test)]
@@ -195,7 +205,14 @@ mod tests {
     #[test]
     fn bad_rules_are_refused() {
         assert!(parse_net("10.0.0.0/33").is_err());
-        assert!(parse_net("ten").is_err());
+        assert_eq!(
+            parse_net(" ten "),
+            Err(NetError::NotANetwork("ten".to_owned()))
+        );
+        assert_eq!(
+            parse_net("ten").unwrap_err().to_string(),
+            "`ten` is not an address, a CIDR prefix or `all`"
+        );
         assert_eq!(
             parse_net("192.0.2.1").unwrap(),
             Some("192.0.2.1/32".parse().unwrap())

@@ -88,7 +88,10 @@ impl JwksRefresher {
             if bytes.len() > MAX_JWKS_BYTES {
                 return Err("key set too large".to_owned());
             }
-            engine.config().set_fetched_keys(source, &bytes)
+            engine
+                .config()
+                .set_fetched_keys(source, &bytes)
+                .map_err(|e| e.to_string())
         }
         .await;
         match result {
