@@ -282,7 +282,7 @@ fn serve(config_path: Option<PathBuf>, listeners: Listeners) -> ExitCode {
         },
         None => None,
     };
-    let runtime = match runtime(config.as_ref().and_then(|c| c.gateway.workers)) {
+    let runtime = match runtime(config.as_ref().and_then(|c| c.serve.workers)) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the runtime: {e}");
@@ -412,7 +412,7 @@ fn token(spec: &TokenSpec, key: Option<PathBuf>, alg: Option<&str>) -> ExitCode 
     }
 }
 
-/// The gateway's multi-threaded runtime: `gateway.workers` worker threads (at least one),
+/// The gateway's multi-threaded runtime: `[gateway] workers` worker threads (at least one),
 /// or one per core when unset.
 fn runtime(workers: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
     let mut builder = tokio::runtime::Builder::new_multi_thread();

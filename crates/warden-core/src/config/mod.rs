@@ -28,27 +28,38 @@ use crate::auth::Source;
 use crate::auth::jwt::JwtSource;
 use crate::route::{Route, Router};
 
-/// Listener and upstream settings.
+/// The `[gateway]` settings the decisions depend on: how refusals are branded and whose
+/// forwarding headers are believed.
 #[derive(Debug, Clone)]
 pub struct GatewaySettings {
-    /// Where the proxy listens.
-    pub listen: SocketAddr,
-    /// Where the admin listener (health, metrics) listens, if anywhere.
-    pub admin_listen: Option<SocketAddr>,
     /// The realm of every challenge.
     pub realm: Arc<str>,
     /// The prefix of every problem `type` URI; the reason code is appended.
     pub problem_type_base: Arc<str>,
-    /// Time allowed to connect to an upstream.
-    pub connect_timeout: Duration,
-    /// Time allowed for an upstream to send its response head.
-    pub upstream_timeout: Duration,
-    /// Worker threads; the number of cores when unset.
-    pub workers: Option<usize>,
     /// Proxies whose forwarding headers are believed.
     pub trusted_proxies: crate::network::IpRules,
     /// The header trusted proxies report the chain in.
     pub client_address_header: crate::network::client::ForwardedHeader,
+}
+
+/// What only a server running the engine reads — listeners, upstream time limits, the
+/// worker count (from `[gateway]`) and the decision log (`[log]`). Checked here with the rest
+/// of the file, so their errors name the line too; the engine never reads them.
+#[derive(Debug, Clone)]
+pub struct ServeSettings {
+    /// Where the proxy listens.
+    pub listen: SocketAddr,
+    /// Where the admin listener (health, metrics) listens, if anywhere.
+    pub admin_listen: Option<SocketAddr>,
+    /// Time allowed to connect to an upstream.
+    pub connect_timeout: Duration,
+    /// Time allowed for an upstream to send its response head (and for a client to send
+    /// the body the WAF reads).
+    pub upstream_timeout: Duration,
+    /// Worker threads; the number of cores when unset.
+    pub workers: Option<usize>,
+    /// The decision log.
+    pub log: LogSettings,
 }
 
 /// Where decision log lines go.
@@ -179,10 +190,10 @@ impl PartialEq for FetchedKeysError {
 pub struct Config {
     /// The file it was read from.
     pub origin: PathBuf,
-    /// Listener and upstream settings.
+    /// The `[gateway]` settings decisions depend on.
     pub gateway: GatewaySettings,
-    /// Decision log settings.
-    pub log: LogSettings,
+    /// What only the server reads: listeners, upstream time limits, workers, the log.
+    pub serve: ServeSettings,
     /// Identity headers.
     pub identity_headers: IdentityHeaders,
     /// Upstreams by name.
@@ -258,7 +269,7 @@ impl Config {
         };
         let base_dir = origin.parent().map(Path::to_path_buf).unwrap_or_default();
 
-        let gateway = gateway_settings(&raw, &mut errors);
+        let (gateway, serve) = gateway_settings(&raw, &mut errors);
         let forward_auth = forward_auth_settings(&raw, &mut errors);
         let log = LogSettings {
             target: match raw.log.decisions.as_deref() {
@@ -366,10 +377,11 @@ impl Config {
             }
         }
 
+        let serve = ServeSettings { log, ..serve };
         let config = router.map(|router| Self {
             origin: origin.to_path_buf(),
             gateway,
-            log,
+            serve,
             identity_headers,
             upstreams,
             sources,
@@ -550,10 +562,15 @@ fn forward_auth_settings(
     })
 }
 
-fn gateway_settings(raw: &RawConfig, errors: &mut Collector<'_>) -> GatewaySettings {
+/// `[gateway]`: what decisions depend on, and what only the server reads (with the log
+/// still to be filled in).
+fn gateway_settings(
+    raw: &RawConfig,
+    errors: &mut Collector<'_>,
+) -> (GatewaySettings, ServeSettings) {
     let g = &raw.gateway;
     let default_listen = SocketAddr::from(([127, 0, 0, 1], 8080));
-    GatewaySettings {
+    let serve = ServeSettings {
         listen: g
             .listen
             .as_ref()
@@ -563,12 +580,6 @@ fn gateway_settings(raw: &RawConfig, errors: &mut Collector<'_>) -> GatewaySetti
             .admin_listen
             .as_ref()
             .and_then(|v| addr(v, "gateway.admin_listen", errors)),
-        realm: Arc::from(g.realm.as_deref().unwrap_or("warden")),
-        problem_type_base: Arc::from(
-            g.problem_type_base
-                .as_deref()
-                .unwrap_or("urn:warden:problem:"),
-        ),
         connect_timeout: g
             .connect_timeout
             .as_ref()
@@ -580,9 +591,22 @@ fn gateway_settings(raw: &RawConfig, errors: &mut Collector<'_>) -> GatewaySetti
             .and_then(|v| parse_duration(v, "gateway.upstream_timeout", errors))
             .unwrap_or(Duration::from_secs(30)),
         workers: g.workers,
+        log: LogSettings {
+            target: LogTarget::Stdout,
+            allowed: true,
+        },
+    };
+    let gateway = GatewaySettings {
+        realm: Arc::from(g.realm.as_deref().unwrap_or("warden")),
+        problem_type_base: Arc::from(
+            g.problem_type_base
+                .as_deref()
+                .unwrap_or("urn:warden:problem:"),
+        ),
         trusted_proxies: network::trusted_proxies(&g.trusted_proxies, errors),
         client_address_header: g.client_address_header.unwrap_or_default(),
-    }
+    };
+    (gateway, serve)
 }
 
 fn header_name(
@@ -881,7 +905,7 @@ auth = ["missing"]
         let config = Config::parse(text, Path::new("w.toml")).unwrap();
         assert_eq!(config.routes().len(), 1);
         assert_eq!(
-            config.gateway.listen,
+            config.serve.listen,
             SocketAddr::from(([127, 0, 0, 1], 8080))
         );
     }

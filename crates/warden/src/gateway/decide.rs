@@ -35,7 +35,7 @@ impl<'a> GatewayHost<'a> {
             shared,
             engine,
             body: Held::new(body),
-            timeout: engine.config().gateway.upstream_timeout,
+            timeout: engine.config().serve.upstream_timeout,
         }
     }
 

@@ -100,14 +100,18 @@ impl Gateway {
     /// When a listener cannot bind or the decision log cannot be opened.
     pub async fn start(config: Config, listeners: Listeners) -> Result<Self, StartError> {
         let metrics = Arc::new(Metrics::new()?);
-        let log = DecisionLog::start(&config.log.target, config.log.allowed, Arc::clone(&metrics))
-            .map_err(StartError::DecisionLog)?;
-        let proxy_addr = listeners.proxy.unwrap_or(config.gateway.listen);
-        let admin_addr = listeners.admin.or(config.gateway.admin_listen);
+        let log = DecisionLog::start(
+            &config.serve.log.target,
+            config.serve.log.allowed,
+            Arc::clone(&metrics),
+        )
+        .map_err(StartError::DecisionLog)?;
+        let proxy_addr = listeners.proxy.unwrap_or(config.serve.listen);
+        let admin_addr = listeners.admin.or(config.serve.admin_listen);
         let forward_auth_addr = listeners
             .forward_auth
             .or_else(|| config.forward_auth.as_ref().and_then(|f| f.listen));
-        let upstream = upstream::UpstreamClient::new(&config.gateway);
+        let upstream = upstream::UpstreamClient::new(&config.serve);
         let jwks = JwksRefresher::new(Arc::clone(&metrics)).map_err(StartError::JwksClient)?;
         let config_path = config.origin.is_file().then(|| config.origin.clone());
         let store = crate::state::Store::new(&config.state);

@@ -46,18 +46,21 @@ pub(crate) async fn reload(shared: &Arc<Shared>) -> Result<ReloadReport, ReloadE
     };
     let old = shared.engine.load_full();
     let mut needs_restart = Vec::new();
-    if config.gateway.listen != old.config().gateway.listen {
+    if config.serve.listen != old.config().serve.listen {
         needs_restart.push("gateway.listen");
     }
-    if config.gateway.admin_listen != old.config().gateway.admin_listen {
+    if config.serve.admin_listen != old.config().serve.admin_listen {
         needs_restart.push("gateway.admin_listen");
     }
-    if config.log.target != old.config().log.target
-        || config.log.allowed != old.config().log.allowed
+    if config.forward_auth != old.config().forward_auth {
+        needs_restart.push("forward_auth");
+    }
+    if config.serve.log.target != old.config().serve.log.target
+        || config.serve.log.allowed != old.config().serve.log.allowed
     {
         needs_restart.push("log");
     }
-    let upstream = UpstreamClient::new(&config.gateway);
+    let upstream = UpstreamClient::new(&config.serve);
     // Counters survive a reload unless the backend itself changed.
     let store =
         (config.state != old.config().state).then(|| crate::state::Store::new(&config.state));

@@ -12,7 +12,7 @@ use super::request_body::CappedBody;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use warden_core::config::{GatewaySettings, Upstream};
+use warden_core::config::{ServeSettings, Upstream};
 use warden_core::decision::ForwardHeaders;
 use warden_core::response::Problem;
 
@@ -74,7 +74,7 @@ pub(crate) struct UpstreamClient {
 }
 
 impl UpstreamClient {
-    pub fn new(settings: &GatewaySettings) -> Self {
+    pub fn new(settings: &ServeSettings) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(settings.connect_timeout));
         connector.set_nodelay(true);
