@@ -534,6 +534,13 @@ fn forward_auth_settings(
         .grpc_listen
         .as_ref()
         .and_then(|v| addr(v, "forward_auth.grpc_listen", errors));
+    if raw.gateway.trusted_proxies.is_empty() {
+        errors.at(
+            section.span(),
+            "forward_auth",
+            "only trusted proxies may ask: set `[gateway] trusted_proxies` to the proxies' addresses",
+        );
+    }
     if f.listen.is_none() && f.grpc_listen.is_none() {
         errors.at(
             section.span(),
@@ -825,6 +832,31 @@ mod tests {
             .err()
             .map(|e| e.0)
             .unwrap_or_default()
+    }
+
+    #[test]
+    fn forward_auth_needs_trusted_proxies_and_a_listener() {
+        let errs = errors_of("[forward_auth]\nlisten = \"127.0.0.1:9191\"\n");
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!((errs[0].line, errs[0].field.as_str()), (1, "forward_auth"));
+        assert!(errs[0].message.contains("trusted_proxies"), "{errs:?}");
+        let errs = errors_of(
+            "[gateway]\ntrusted_proxies = [\"127.0.0.1\"]\n[forward_auth]\nenvoy_prefix = \"envoy\"\n",
+        );
+        let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["forward_auth", "forward_auth.envoy_prefix"],
+            "{errs:?}"
+        );
+        let errs = errors_of(
+            "[gateway]\ntrusted_proxies = [\"127.0.0.1\"]\n[forward_auth]\nlisten = \"nowhere\"\n",
+        );
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(
+            (errs[0].line, errs[0].field.as_str()),
+            (4, "forward_auth.listen")
+        );
     }
 
     #[test]
