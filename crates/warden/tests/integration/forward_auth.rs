@@ -590,6 +590,17 @@ async fn spoofed_forwarding_headers_change_nothing(kind: Kind) {
     assert_eq!(answer.status, 401, "{}", answer.body);
     assert!(s.upstream.seen().is_empty());
 
+    // Nor is the client who it says it is in X-Forwarded-For: the proxy says who it is.
+    let answer = get(s.proxy.url("/me"), &[("x-forwarded-for", "203.0.113.50")]).await;
+    assert_eq!(answer.status, 401);
+    let recent = admin_get(&s.gw, "/decisions/recent").await;
+    let last: Value = serde_json::from_str(recent.lines().last().unwrap()).unwrap();
+    assert_eq!(
+        (last["path"].as_str(), last["status"].as_u64()),
+        (Some("/me"), Some(401))
+    );
+    assert_eq!(last["client"], "127.0.0.1", "{recent}");
+
     // And the other way: an allowed request stays allowed, decided on its own path.
     let to_admin = [
         ("x-forwarded-uri", "/admin"),
