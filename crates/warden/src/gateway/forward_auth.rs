@@ -11,13 +11,16 @@
 //! - **The NGINX replay** (`/_warden/replay`): NGINX's `auth_request` turns every answer but
 //!   2xx, 401 and 403 into a 500, and sends its own page for those; the NGINX recipe in the
 //!   README sends the client to this path instead, with the refusal warden encoded in
-//!   `X-Warden-Refusal`, and gets back exactly warden's status, headers and body.
+//!   `X-Warden-Refusal`, and gets back exactly warden's status, headers and body (a 401's
+//!   `WWW-Authenticate` excepted: NGINX copies it from the subrequest itself).
 //!
 //! Only a peer in `[gateway] trusted_proxies` may ask: a question from anyone else is refused
 //! (403) before any header of it is read, so a client that reaches this listener cannot
 //! claim another method, path or address. The question is then decided by the whole
 //! pipeline, through the same driver as the proxy's requests, and answered with 200 and the
-//! identity headers (the proxy copies them upstream) or with warden's exact refusal.
+//! identity headers (the proxy copies them upstream; each one is there, empty when the
+//! identity has no value for it, so copying it replaces a client's forged value) or with
+//! warden's exact refusal.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -157,6 +160,14 @@ pub(crate) async fn handle(
         Rendered::Forward(allow) => {
             let mut answer = Response::new(full(Bytes::new()));
             let headers = answer.headers_mut();
+            // Every identity header is in the answer, empty when the identity has no such
+            // value: a proxy that copies the answer's headers over the client's (Envoy's
+            // `allowed_upstream_headers`, Caddy's `copy_headers`) only replaces those that
+            // are there, so an absent one would let a client's forged value through.
+            // NGINX sends no header whose value is empty.
+            for name in allow.headers.remove.iter() {
+                headers.insert(name.clone(), HeaderValue::from_static(""));
+            }
             for (name, value) in &allow.headers.add {
                 headers.insert(name.clone(), value.clone());
             }
@@ -298,11 +309,16 @@ fn single(headers: &HeaderMap, name: &HeaderName) -> Result<Option<HeaderValue>,
 }
 
 /// A refusal as one header value: base64url of `{"status", "headers", "body"}`.
+///
+/// The challenges of a 401 are left out: NGINX's `auth_request` copies the subrequest's
+/// `WWW-Authenticate` onto the client's 401 itself, so replaying them would send each twice.
 fn encode_refusal(refusal: &Response<Bytes>) -> Option<HeaderValue> {
+    let unauthorized = refusal.status() == StatusCode::UNAUTHORIZED;
     let headers: Vec<(&str, &str)> = refusal
         .headers()
         .iter()
         .filter(|(name, _)| *name != http::header::CONNECTION)
+        .filter(|(name, _)| !(unauthorized && *name == http::header::WWW_AUTHENTICATE))
         .filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?)))
         .collect();
     let doc = serde_json::json!({
@@ -440,5 +456,21 @@ mod tests {
         assert!(decode_refusal(&h).is_none(), "a 200 is never replayed");
         h.insert(REFUSAL, HeaderValue::from_static("%%%"));
         assert!(decode_refusal(&h).is_none());
+    }
+
+    #[test]
+    fn a_replayed_401_leaves_its_challenges_to_nginx() {
+        let refusal = Response::builder()
+            .status(StatusCode::UNAUTHORIZED)
+            .header("www-authenticate", r#"Bearer realm="warden""#)
+            .header("cache-control", "no-store")
+            .body(Bytes::from_static(br#"{"status":401}"#))
+            .unwrap();
+        let mut h = HeaderMap::new();
+        h.insert(REFUSAL, encode_refusal(&refusal).unwrap());
+        let replayed = decode_refusal(&h).unwrap();
+        assert_eq!(replayed.status(), StatusCode::UNAUTHORIZED);
+        assert!(!replayed.headers().contains_key("www-authenticate"));
+        assert_eq!(replayed.headers()["cache-control"], "no-store");
     }
 }

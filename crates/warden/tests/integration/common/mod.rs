@@ -44,6 +44,23 @@ async fn start(config: Fixture, upstream: &Upstream, admin: bool) -> Gateway {
     .unwrap()
 }
 
+/// A gateway whose configuration has `[forward_auth]`: the proxy, admin and forward-auth
+/// listeners each on a free loopback port (`proxy_addr`, `admin_addr`, `forward_auth_addr`).
+pub async fn forward_auth_gateway(config: Fixture, upstream: &Upstream) -> Gateway {
+    let config = config.upstream(upstream.addr).config();
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+    Gateway::start(
+        config,
+        Listeners {
+            proxy: Some(loopback),
+            admin: Some(loopback),
+            forward_auth: Some(loopback),
+        },
+    )
+    .await
+    .unwrap()
+}
+
 pub fn client() -> reqwest::Client {
     warden::install_crypto_provider();
     reqwest::Client::builder()
