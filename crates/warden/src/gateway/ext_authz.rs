@@ -127,7 +127,8 @@ impl Authorization for Authorizer {
         &self,
         request: tonic::Request<CheckRequest>,
     ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
-        let answer = check(&self.shared, self.peer.ip(), &request.into_inner()).await;
+        let peer = self.peer.ip().to_canonical();
+        let answer = check(&self.shared, peer, &request.into_inner()).await;
         Ok(tonic::Response::new(answer))
     }
 }
