@@ -251,19 +251,6 @@ async fn a_rate_limit_is_resource_exhausted_per_reported_client() {
 
     // The client is the address Envoy reports, and forwarding headers are believed only when
     // that address is a trusted proxy (a balancer in front of Envoy), as on the proxy.
-    let search = |source: &str, forwarded_for: &str| {
-        let headers = [("x-forwarded-for", forwarded_for)];
-        ask(
-            "GET",
-            "/search",
-            source,
-            if forwarded_for.is_empty() {
-                &[]
-            } else {
-                &headers
-            },
-        )
-    };
     let code = |answer: &CheckResponse| Code::from(answer.status.as_ref().unwrap().code);
     let cases = [
         ("203.0.113.3", "203.0.113.50", Code::ResourceExhausted),
@@ -272,7 +259,8 @@ async fn a_rate_limit_is_resource_exhausted_per_reported_client() {
         ("127.0.0.1", "203.0.113.51", Code::Ok),
     ];
     for (source, forwarded_for, expected) in cases {
-        let answer = check(&mut envoy, search(source, forwarded_for)).await;
+        let headers = [("x-forwarded-for", forwarded_for)];
+        let answer = check(&mut envoy, ask("GET", "/search", source, &headers)).await;
         assert_eq!(code(&answer), expected, "{source} for {forwarded_for}");
     }
     gw.shutdown().await;
