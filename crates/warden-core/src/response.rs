@@ -306,6 +306,20 @@ fn problem_body(
         .unwrap_or_else(|_| fallback(status))
 }
 
+/// The `detail` a refused decision's body says, concealment applied (a concealed refusal
+/// says what an unknown path says); `None` for an allow or a preflight. For a front end that
+/// reports the refusal a second way too (the message of Envoy's gRPC `ext_authz` status).
+#[must_use]
+pub fn refusal_detail(decision: &Decision) -> Option<String> {
+    match &decision.verdict {
+        Verdict::Deny(deny) if deny.concealed => {
+            Some(detail(&Reason::RouteNotFound, Verbosity::Public))
+        }
+        Verdict::Deny(deny) => Some(detail(&deny.reason, deny.verbosity)),
+        Verdict::Allow(_) | Verdict::Preflight => None,
+    }
+}
+
 /// What the body says. `public` never names roles; rule ids and token contents never appear.
 fn detail(reason: &Reason, verbosity: Verbosity) -> String {
     match reason {

@@ -37,7 +37,7 @@ use hyper::body::Incoming;
 use warden_core::decision::Stage;
 use warden_core::request::BodyView;
 use warden_core::response::{self, Branding, Rendered};
-use warden_core::{Engine, Reason, RequestView};
+use warden_core::{Decision, Engine, Reason, RequestView};
 
 use super::Shared;
 use super::body::{Body, from_rendered, full};
@@ -67,10 +67,39 @@ struct Question {
     headers: HeaderMap,
 }
 
-/// Why a question cannot be asked (400, or 403 for a peer that may not ask).
-enum Unasked {
+/// Why a question cannot be asked (400, or 403 for a peer that may not ask). Shared with the
+/// gRPC `ext_authz` service, which refuses the same two ways.
+pub(super) enum Unasked {
+    /// The peer is not in `[gateway] trusted_proxies`.
     Untrusted,
+    /// The question does not describe a request.
     Malformed(&'static str),
+}
+
+impl Unasked {
+    /// The decision refusing the question `view` (the question itself, not the request it
+    /// would describe): 403 from the network stage, or 400 from normalization.
+    pub(super) fn refuse(
+        self,
+        engine: &Engine,
+        view: &RequestView<'_>,
+        at: SystemTime,
+    ) -> Decision {
+        let (stage, reason) = match self {
+            Self::Untrusted => {
+                tracing::warn!(peer = %view.peer, "an authorization question from a peer that is not a trusted proxy; refused");
+                (
+                    Stage::Network,
+                    Reason::AddressDenied {
+                        list: "trusted_proxies",
+                        rule: 0,
+                    },
+                )
+            }
+            Self::Malformed(detail) => (Stage::Normalize, Reason::MalformedRequest { detail }),
+        };
+        engine.refuse(view, at, stage, reason)
+    }
 }
 
 /// Answer one question. Never fails: every error is an answer.
@@ -129,28 +158,13 @@ pub(crate) async fn handle(
             (decision, question.method, question.target, html)
         }
         Err(unasked) => {
-            let (stage, reason) = match unasked {
-                Unasked::Untrusted => (
-                    Stage::Network,
-                    Reason::AddressDenied {
-                        list: "trusted_proxies",
-                        rule: 0,
-                    },
-                ),
-                Unasked::Malformed(detail) => {
-                    (Stage::Normalize, Reason::MalformedRequest { detail })
-                }
-            };
-            if matches!(reason, Reason::AddressDenied { .. }) {
-                tracing::warn!(%peer, "a forward-auth question from a peer that is not a trusted proxy; refused");
-            }
             let target = parts
                 .uri
                 .path_and_query()
                 .map_or_else(|| parts.uri.path().to_owned(), |pq| pq.as_str().to_owned());
             let view = RequestView::new(&parts.method, &target, &parts.headers, peer.ip());
             let html = view.prefers_html();
-            let decision = engine.refuse(&view, at, stage, reason);
+            let decision = unasked.refuse(&engine, &view, at);
             (decision, parts.method.clone(), target, html)
         }
     };

@@ -6,6 +6,7 @@
 mod admin;
 mod body;
 mod decide;
+mod ext_authz;
 pub(crate) mod forward_auth;
 mod jwks;
 mod outcome;
@@ -20,7 +21,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use warden_core::{Config, Engine};
 
@@ -62,6 +63,8 @@ pub struct Listeners {
     pub admin: Option<SocketAddr>,
     /// The forward-auth listener; `[forward_auth] listen` when `None`.
     pub forward_auth: Option<SocketAddr>,
+    /// The gRPC `ext_authz` listener; `[forward_auth] grpc_listen` when `None`.
+    pub grpc: Option<SocketAddr>,
 }
 
 /// What every connection shares.
@@ -88,6 +91,8 @@ pub struct Gateway {
     pub admin_addr: Option<SocketAddr>,
     /// The forward-auth listener's bound address, if any.
     pub forward_auth_addr: Option<SocketAddr>,
+    /// The gRPC `ext_authz` listener's bound address, if any.
+    pub grpc_addr: Option<SocketAddr>,
     shared: Arc<Shared>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -111,6 +116,9 @@ impl Gateway {
         let forward_auth_addr = listeners
             .forward_auth
             .or_else(|| config.forward_auth.as_ref().and_then(|f| f.listen));
+        let grpc_addr = listeners
+            .grpc
+            .or_else(|| config.forward_auth.as_ref().and_then(|f| f.grpc_listen));
         let upstream = upstream::UpstreamClient::new(&config.serve);
         let jwks = JwksRefresher::new(Arc::clone(&metrics)).map_err(StartError::JwksClient)?;
         let config_path = config.origin.is_file().then(|| config.origin.clone());
@@ -128,19 +136,7 @@ impl Gateway {
         });
 
         let (shutdown, stop) = watch::channel(false);
-        let proxy_listener =
-            TcpListener::bind(proxy_addr)
-                .await
-                .map_err(|source| StartError::Bind {
-                    addr: proxy_addr,
-                    source,
-                })?;
-        let proxy_addr = proxy_listener
-            .local_addr()
-            .map_err(|source| StartError::Bind {
-                addr: proxy_addr,
-                source,
-            })?;
+        let (proxy_listener, proxy_addr) = bind(proxy_addr).await?;
         let mut tasks = vec![tokio::spawn(serve_http(
             proxy_listener,
             Arc::clone(&shared),
@@ -149,12 +145,7 @@ impl Gateway {
         ))];
         let forward_auth_addr = match forward_auth_addr {
             Some(addr) => {
-                let listener = TcpListener::bind(addr)
-                    .await
-                    .map_err(|source| StartError::Bind { addr, source })?;
-                let bound = listener
-                    .local_addr()
-                    .map_err(|source| StartError::Bind { addr, source })?;
+                let (listener, bound) = bind(addr).await?;
                 tasks.push(tokio::spawn(serve_http(
                     listener,
                     Arc::clone(&shared),
@@ -165,30 +156,31 @@ impl Gateway {
             }
             None => None,
         };
-
+        let grpc_addr = match grpc_addr {
+            Some(addr) => {
+                let (listener, bound) = bind(addr).await?;
+                let serve = ext_authz::serve(listener, Arc::clone(&shared), stop.clone());
+                tasks.push(tokio::spawn(serve));
+                Some(bound)
+            }
+            None => None,
+        };
         let admin_addr = match admin_addr {
             Some(addr) => {
-                let listener = TcpListener::bind(addr)
-                    .await
-                    .map_err(|source| StartError::Bind { addr, source })?;
-                let bound = listener
-                    .local_addr()
-                    .map_err(|source| StartError::Bind { addr, source })?;
-                tasks.push(tokio::spawn(admin::serve(
-                    listener,
-                    Arc::clone(&shared),
-                    stop.clone(),
-                )));
+                let (listener, bound) = bind(addr).await?;
+                let serve = admin::serve(listener, Arc::clone(&shared), stop.clone());
+                tasks.push(tokio::spawn(serve));
                 Some(bound)
             }
             None => None,
         };
         tasks.push(tokio::spawn(jwks::refresh_loop(Arc::clone(&shared), stop)));
-        tracing::info!(%proxy_addr, admin = ?admin_addr, forward_auth = ?forward_auth_addr, "warden is serving");
+        tracing::info!(%proxy_addr, admin = ?admin_addr, forward_auth = ?forward_auth_addr, grpc = ?grpc_addr, "warden is serving");
         Ok(Self {
             proxy_addr,
             admin_addr,
             forward_auth_addr,
+            grpc_addr,
             shared,
             shutdown,
             tasks,
@@ -230,20 +222,7 @@ async fn serve_http<H, F>(
         + Send
         + 'static,
 {
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = stop.changed() => return,
-        };
-        let (stream, peer) = match accepted {
-            Ok(pair) => pair,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
+    while let Some((stream, peer)) = accept(&listener, &mut stop).await {
         let shared = Arc::clone(&shared);
         tokio::spawn(async move {
             let service =
@@ -257,5 +236,40 @@ async fn serve_http<H, F>(
                 tracing::debug!(error = %e, %peer, "connection ended with an error");
             }
         });
+    }
+}
+
+/// A listener on `addr` and the address it is bound to (the port chosen for port 0).
+async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| StartError::Bind { addr, source })?;
+    Ok((listener, bound))
+}
+
+/// The next connection on `listener` (`TCP_NODELAY` set), or `None` once `stop` changes. A
+/// failed accept (out of descriptors) is logged and tried again after a pause.
+async fn accept(
+    listener: &TcpListener,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<(TcpStream, SocketAddr)> {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop.changed() => return None,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                return Some((stream, peer));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
     }
 }

@@ -14,6 +14,7 @@ mod authorization;
 mod bypass;
 mod cli;
 mod demo;
+mod ext_authz;
 mod forward_auth;
 mod gateway;
 mod hygiene;

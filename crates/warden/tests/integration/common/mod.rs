@@ -55,6 +55,7 @@ pub async fn forward_auth_gateway(config: Fixture, upstream: &Upstream) -> Gatew
             proxy: Some(loopback),
             admin: Some(loopback),
             forward_auth: Some(loopback),
+            ..Listeners::default()
         },
     )
     .await
