@@ -131,7 +131,13 @@ async fn main() -> ExitCode {
         tasks.push(tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
                 match client.check(request.clone()).await {
-                    Ok(answer) if answer.get_ref().status.as_ref().is_some_and(|s| s.code == 0) => {
+                    Ok(answer)
+                        if answer
+                            .get_ref()
+                            .status
+                            .as_ref()
+                            .is_some_and(|s| s.code == 0) =>
+                    {
                         ok.fetch_add(1, Ordering::Relaxed);
                     }
                     Ok(_) => {

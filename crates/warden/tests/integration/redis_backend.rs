@@ -564,3 +564,46 @@ async fn a_gateway_started_while_redis_is_down_connects_once_it_is_up() {
     eprintln!("first connection {:?} after Redis came up", back.elapsed());
     gw.shutdown().await;
 }
+
+/// A fleet of deciders behind many proxies: two gateways answering forward-auth questions
+/// count one limit in Redis, so the 61st question of the hour is refused wherever it lands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_auth_deciders_share_one_limit_through_redis() {
+    require_shared();
+    let prefix = unique_prefix();
+    let _cleanup = Cleanup(prefix.clone());
+    let upstream = Upstream::start().await;
+    let config = redis_config(
+        SHARED_LIMIT,
+        &format!("redis://{SHARED}"),
+        &prefix,
+        "closed",
+    )
+    .append("[gateway]\ntrusted_proxies = [\"127.0.0.1\"]\n");
+    let (a, b) = (
+        common::forward_auth_gateway(config.clone(), &upstream).await,
+        common::forward_auth_gateway(config, &upstream).await,
+    );
+    let askers = [a.forward_auth_addr.unwrap(), b.forward_auth_addr.unwrap()];
+    let http = client();
+    let ask = |i: usize| {
+        http.get(format!("http://{}/auth", askers[i % 2]))
+            .header("x-forwarded-method", "GET")
+            .header("x-forwarded-uri", "/hits")
+            .send()
+    };
+    for i in 0..60 {
+        let resp = ask(i).await.unwrap();
+        assert_eq!(resp.status(), 200, "question {i}");
+    }
+    for i in 60..62 {
+        let (_, code) = refusal(ask(i).await.unwrap(), 429).await;
+        assert_eq!(code, "rate_limited", "question {i} on instance {}", i % 2);
+    }
+    assert!(
+        upstream.seen().is_empty(),
+        "forward auth never calls the upstream"
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}
