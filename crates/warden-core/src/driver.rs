@@ -47,8 +47,13 @@ pub trait Host: Send {
         std::future::ready(false)
     }
 
-    /// Count a 401 or 403 towards the client's ban.
-    fn record_refusal(&mut self, client: IpAddr, policy: &BanPolicy);
+    /// Count a 401 or 403 towards the client's ban (a server may do it off the request's
+    /// path and return at once).
+    fn record_refusal(
+        &mut self,
+        client: IpAddr,
+        policy: &BanPolicy,
+    ) -> impl Future<Output = ()> + Send;
 }
 
 /// Decide one request at `now`, answering every need through `host`, and count a 401 or
@@ -84,7 +89,7 @@ pub async fn drive<H: Host>(
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
         )
     {
-        host.record_refusal(decision.client, policy);
+        host.record_refusal(decision.client, policy).await;
     }
     decision
 }

@@ -1,5 +1,6 @@
 //! The layer as the engine's [`Host`]: state checks answered from the layer's
-//! [`MemoryState`], the body read from the request for the WAF, passwords checked on the
+//! [`MemoryState`] (or the shared [`StateStore`] it was given), the body read from the
+//! request for the WAF, passwords checked on the
 //! request's task (the layer has no blocking pool of its own), refusals counted towards
 //! bans. Key sets from URLs are not refreshed: the layer does no I/O of its own.
 
@@ -9,7 +10,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use http_body::Body;
 use warden_core::body::{Held, read_prefix};
-use warden_core::limit::BanPolicy;
+use warden_core::limit::{BanPolicy, StateStore};
 use warden_core::{BodyRead, Host, StateAnswer, StateCheck, StateUnavailable};
 
 use crate::state::MemoryState;
@@ -17,14 +18,21 @@ use crate::state::MemoryState;
 /// One request's host.
 pub(crate) struct LayerHost<'a, B> {
     state: &'a MemoryState,
+    store: Option<&'a dyn StateStore>,
     now: SystemTime,
     body: Held<B>,
 }
 
 impl<'a, B> LayerHost<'a, B> {
-    pub(crate) fn new(state: &'a MemoryState, now: SystemTime, body: Option<B>) -> Self {
+    pub(crate) fn new(
+        state: &'a MemoryState,
+        store: Option<&'a dyn StateStore>,
+        now: SystemTime,
+        body: Option<B>,
+    ) -> Self {
         Self {
             state,
+            store,
             now,
             body: Held::new(body),
         }
@@ -52,10 +60,23 @@ where
         &mut self,
         checks: &[StateCheck],
     ) -> Result<Vec<StateAnswer>, StateUnavailable> {
-        Ok(self.state.answer(checks, self.now))
+        match self.store {
+            Some(store) => store.answer(checks, self.now).await,
+            None => Ok(self.state.answer(checks, self.now)),
+        }
     }
 
-    fn record_refusal(&mut self, client: IpAddr, policy: &BanPolicy) {
-        self.state.record_failure(client, policy, self.now);
+    /// Counted before the refusal is answered: the layer has no runtime to spawn on.
+    async fn record_refusal(&mut self, client: IpAddr, policy: &BanPolicy) {
+        match self.store {
+            // A store that cannot count is the same outage the next check will meet; the
+            // refusal itself stands either way.
+            Some(store) => {
+                let _ = store.record_failure(client, policy, self.now).await;
+            }
+            None => {
+                self.state.record_failure(client, policy, self.now);
+            }
+        }
     }
 }

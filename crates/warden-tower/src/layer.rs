@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use tower_layer::Layer;
 use warden_core::config::Backend;
+use warden_core::limit::StateStore;
 use warden_core::{Config, Decision, Engine};
 
 use crate::peer::{self, ClientAddr, PeerReader};
@@ -34,6 +35,8 @@ pub struct WardenLayer {
 pub(crate) struct Shared {
     pub engine: Arc<Engine>,
     pub state: Arc<MemoryState>,
+    /// A store shared with other deciders, answering instead of `state` when set.
+    pub store: Option<Arc<dyn StateStore>>,
     pub peer: PeerReader,
     pub on_decision: Option<DecisionHook>,
 }
@@ -52,6 +55,7 @@ impl WardenLayer {
             shared: Shared {
                 engine,
                 state: Arc::new(MemoryState::new(max_keys)),
+                store: None,
                 peer: peer::read::<ClientAddr>,
                 on_decision: None,
             },
@@ -68,6 +72,19 @@ impl WardenLayer {
     #[must_use]
     pub fn with_state(mut self, state: Arc<MemoryState>) -> Self {
         self.shared.state = state;
+        self
+    }
+
+    /// Count limits, bans and revocations in `store` instead of this process's
+    /// [`MemoryState`]: a store shared with other deciders, so that every instance of an app
+    /// and every `warden` gateway counting in the same Redis enforce one limit and one ban
+    /// list. The gateway's store for a configuration is
+    /// `warden::state::Store::new(&config.state)`; revoke through any gateway's
+    /// `POST /revoke` on the same Redis. A store that cannot answer is handled by the
+    /// configuration's `[state] fail` mode, as in the gateway.
+    #[must_use]
+    pub fn with_store(mut self, store: Arc<dyn StateStore>) -> Self {
+        self.shared.store = Some(store);
         self
     }
 
@@ -130,6 +147,7 @@ impl fmt::Debug for Shared {
         f.debug_struct("Shared")
             .field("config", &self.engine.config().origin)
             .field("state", &self.state)
+            .field("store", &self.store)
             .field("on_decision", &self.on_decision.is_some())
             .finish_non_exhaustive()
     }

@@ -109,7 +109,7 @@ where
     };
     let view = RequestView::new(&parts.method, &target, &parts.headers, peer).with_body(body_view);
     let html = view.prefers_html();
-    let mut host = LayerHost::new(&shared.state, now, body);
+    let mut host = LayerHost::new(&shared.state, shared.store.as_deref(), now, body);
     let decision = warden_core::drive(engine, &view, now, &mut host).await;
     if let Some(hook) = &shared.on_decision {
         hook(&decision);

@@ -10,7 +10,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::SystemTime;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Body;
@@ -698,4 +698,80 @@ async fn the_waf_reads_streamed_bodies_and_the_handler_still_gets_them() {
     let text = response.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(text, "13 bytes");
     assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+// ---- a store shared with other deciders ----
+
+/// The Redis at 127.0.0.1:6379 (the test suite's set-up starts it); keys of this test only,
+/// under `prefix`, deleted when it ends.
+struct RedisKeys(String);
+
+impl Drop for RedisKeys {
+    fn drop(&mut self) {
+        let pattern = format!("{}*", self.0);
+        let Ok(out) = std::process::Command::new("redis-cli")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                "6379",
+                "--scan",
+                "--pattern",
+                &pattern,
+            ])
+            .output()
+        else {
+            return;
+        };
+        for key in String::from_utf8_lossy(&out.stdout).lines() {
+            let _ = std::process::Command::new("redis-cli")
+                .args(["-h", "127.0.0.1", "-p", "6379", "del", key])
+                .output();
+        }
+    }
+}
+
+#[tokio::test]
+async fn layers_with_one_redis_store_enforce_one_limit() {
+    assert!(
+        std::net::TcpStream::connect("127.0.0.1:6379").is_ok(),
+        "this test needs the Redis at 127.0.0.1:6379: `redis-server --daemonize yes --port 6379 --save ''`"
+    );
+    let prefix = format!(
+        "warden-tower-test:{}:{}:",
+        std::process::id(),
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let _keys = RedisKeys(prefix.clone());
+    let shared = fixture(CONFIG).append(&format!(
+        "[state]\nbackend = \"redis\"\nredis_url = \"redis://127.0.0.1:6379\"\nkey_prefix = \"{prefix}\"\ntimeout = \"2s\"\n"
+    ));
+    // Two instances of an app, each with its own connection to the same Redis.
+    let layer = |config: Config| {
+        let store = Arc::new(warden::state::Store::new(&config.state));
+        WardenLayer::from_config(config).with_store(store)
+    };
+    let (a, b) = (layer(shared.config()), layer(shared.config()));
+    assert_eq!(
+        send(&a, get_req("/limited", None)).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(&b, get_req("/limited", None)).await.status,
+        StatusCode::OK
+    );
+    // The limit (two by route) is spent across both: each instance now refuses.
+    for layer in [&a, &b] {
+        let answer = send(layer, get_req("/limited", None)).await;
+        assert_problem(&answer, 429, "rate_limited");
+    }
+    // An instance counting in its own memory is not part of the fleet.
+    let alone = WardenLayer::from_config(shared.config());
+    assert_eq!(
+        send(&alone, get_req("/limited", None)).await.status,
+        StatusCode::OK
+    );
 }

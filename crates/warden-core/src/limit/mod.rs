@@ -9,9 +9,59 @@
 pub mod gcra;
 pub mod memory;
 
+use std::future::Future;
+use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 pub use self::gcra::{Outcome, Quota};
+
+/// A boxed future, as [`StateStore`]'s methods return them (the trait is used as
+/// `dyn StateStore`).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Where a front end's counters, bans and revocations live, shared by every decider that
+/// holds it: [`memory::MemoryState`] in this process, the `warden` gateway's store (memory
+/// or Redis, as its `[state]` says) across a fleet. A front end answers the engine's state
+/// checks from it and counts refusals towards bans in it.
+pub trait StateStore: Send + Sync + std::fmt::Debug {
+    /// Answer the checks, in order, at `now`.
+    fn answer<'a>(
+        &'a self,
+        checks: &'a [StateCheck],
+        now: SystemTime,
+    ) -> BoxFuture<'a, Result<Vec<StateAnswer>, StateUnavailable>>;
+
+    /// Count a 401 or 403 of `client` towards its ban; `true` when the client is banned now.
+    fn record_failure<'a>(
+        &'a self,
+        client: IpAddr,
+        policy: &'a BanPolicy,
+        now: SystemTime,
+    ) -> BoxFuture<'a, Result<bool, StateUnavailable>>;
+}
+
+impl StateStore for memory::MemoryState {
+    fn answer<'a>(
+        &'a self,
+        checks: &'a [StateCheck],
+        now: SystemTime,
+    ) -> BoxFuture<'a, Result<Vec<StateAnswer>, StateUnavailable>> {
+        Box::pin(std::future::ready(Ok(Self::answer(self, checks, now))))
+    }
+
+    fn record_failure<'a>(
+        &'a self,
+        client: IpAddr,
+        policy: &'a BanPolicy,
+        now: SystemTime,
+    ) -> BoxFuture<'a, Result<bool, StateUnavailable>> {
+        Box::pin(std::future::ready(Ok(Self::record_failure(
+            self, client, policy, now,
+        ))))
+    }
+}
 use crate::identity::Identity;
 
 /// What a limit's key is made of.

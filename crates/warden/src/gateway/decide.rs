@@ -84,7 +84,8 @@ impl Host for GatewayHost<'_> {
         self.shared.jwks.refresh_on_unknown_key(self.engine).await
     }
 
-    fn record_refusal(&mut self, client: IpAddr, policy: &BanPolicy) {
+    /// Counted off the request's path: the refusal is answered at once.
+    async fn record_refusal(&mut self, client: IpAddr, policy: &BanPolicy) {
         let (shared, policy) = (Arc::clone(self.shared), *policy);
         tokio::spawn(async move {
             let store = shared.store.load_full();

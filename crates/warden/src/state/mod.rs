@@ -8,8 +8,8 @@ use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use warden_core::config::{Backend, StateSettings};
-use warden_core::limit::BanPolicy;
 use warden_core::limit::memory::MemoryState;
+use warden_core::limit::{BanPolicy, BoxFuture, StateStore};
 use warden_core::{StateAnswer, StateCheck, StateUnavailable};
 
 pub use self::redis::RedisStore;
@@ -35,7 +35,8 @@ pub enum Revocation {
     },
 }
 
-/// The state backend of a gateway.
+/// The state backend of a gateway; also a [`StateStore`] that warden-tower layers can
+/// share (`WardenLayer::with_store`), so an app and the gateways count one limit in Redis.
 #[derive(Debug)]
 pub enum Store {
     /// In this process.
@@ -109,5 +110,25 @@ impl Store {
             }
             Self::Redis(r) => r.revoke(revocation).await,
         }
+    }
+}
+
+impl StateStore for Store {
+    fn answer<'a>(
+        &'a self,
+        checks: &'a [StateCheck],
+        _now: SystemTime,
+    ) -> BoxFuture<'a, Result<Vec<StateAnswer>, StateUnavailable>> {
+        // The gateway's store reads its own clock (Redis's, for a Redis backend).
+        Box::pin(Self::answer(self, checks))
+    }
+
+    fn record_failure<'a>(
+        &'a self,
+        client: IpAddr,
+        policy: &'a BanPolicy,
+        _now: SystemTime,
+    ) -> BoxFuture<'a, Result<bool, StateUnavailable>> {
+        Box::pin(Self::record_failure(self, client, policy))
     }
 }
