@@ -2,8 +2,13 @@
 //!
 //! One call, [`Engine::decide`], takes a [`RequestView`] and the time, and returns a
 //! [`Decision`]: allow (with the verified identity and the headers to forward) or deny (with
-//! a typed [`Reason`]). [`response`] turns refusals into responses. No sockets, no runtime:
-//! the gateway, the tower layer and the CLI all drive this same engine.
+//! a typed [`Reason`]). [`response`] turns refusals into responses. No sockets, no runtime.
+//!
+//! A front end with state, bodies and slow work to hand out calls [`drive`] with its
+//! [`Host`] instead: the engine says what it [`Need`]s (the body for the WAF, state checks,
+//! a password check, a key refresh), the host answers, and the pipeline resumes at the stage
+//! that asked. The gateway, its forward-auth and `ext_authz` endpoints and the tower layer
+//! are such hosts; the CLI uses [`Engine::decide`] and [`Engine::explain`].
 //!
 //! ```
 //! use std::path::Path;
