@@ -60,6 +60,17 @@ where
     }
 }
 
+/// A request's body as a driver starts with it: one known to be empty is `None`, and the
+/// view says so (`BodyView::Complete(&[])`, so the WAF waits for nothing); any other is
+/// kept, for [`Held::new`], until the engine asks for it.
+pub fn split<B: Body>(body: B) -> (Option<B>, crate::request::BodyView<'static>) {
+    if body.is_end_stream() {
+        (None, crate::request::BodyView::Complete(&[]))
+    } else {
+        (Some(body), crate::request::BodyView::NotRead)
+    }
+}
+
 /// A request's body while it is decided: what was read for the WAF, and the rest. A
 /// driver's [`crate::Host::read_body`] takes the unread body, reads a prefix its own way (the
 /// gateway within a time limit) and settles the outcome here; [`Held::into_parts`] then

@@ -13,7 +13,6 @@ use http_body::Body;
 use tower_service::Service;
 use warden_core::body::{BoxError, CappedBody};
 use warden_core::decision::{Allow, Verbosity};
-use warden_core::request::BodyView;
 use warden_core::response::{self, Branding, Rendered};
 use warden_core::{Decision, Engine, Reason, RequestView};
 
@@ -101,12 +100,7 @@ where
         .path_and_query()
         .map_or_else(|| parts.uri.path(), PathAndQuery::as_str)
         .to_owned();
-    // A request without a body tells the engine so: the WAF has nothing to wait for.
-    let (body, body_view) = if body.is_end_stream() {
-        (None, BodyView::Complete(&[]))
-    } else {
-        (Some(body), BodyView::NotRead)
-    };
+    let (body, body_view) = warden_core::body::split(body);
     let view = RequestView::new(&parts.method, &target, &parts.headers, peer).with_body(body_view);
     let html = view.prefers_html();
     let mut host = LayerHost::new(&shared.state, shared.store.as_deref(), now, body);

@@ -32,7 +32,6 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
-use http_body::Body as _;
 use hyper::body::Incoming;
 use warden_core::decision::Stage;
 use warden_core::request::BodyView;
@@ -139,11 +138,10 @@ pub(crate) async fn handle(
         Ok(question) => {
             // Forward-auth questions carry no body (NGINX, Caddy and Traefik send none);
             // Envoy's HTTP mode may, when it is configured to buffer the body.
-            let body = (envoy && !body.is_end_stream()).then_some(body);
-            let body_view = if body.is_some() {
-                BodyView::NotRead
+            let (body, body_view) = if envoy {
+                warden_core::body::split(body)
             } else {
-                BodyView::Complete(&[])
+                (None, BodyView::Complete(&[]))
             };
             let view = RequestView::new(
                 &question.method,

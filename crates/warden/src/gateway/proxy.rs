@@ -6,11 +6,9 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use http::{Request, Response, StatusCode};
-use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use warden_core::decision::{Allow, Verbosity};
-use warden_core::request::BodyView;
 use warden_core::response::{self, Branding, Rendered};
 use warden_core::{Decision, Engine, Reason, RequestView};
 
@@ -36,12 +34,7 @@ pub(crate) async fn handle(
         .path_and_query()
         .map_or_else(|| parts.uri.path(), |pq| pq.as_str())
         .to_owned();
-    // A request without a body tells the engine so: the WAF has nothing to wait for.
-    let (body, body_view) = if body.is_end_stream() {
-        (None, BodyView::Complete(&[]))
-    } else {
-        (Some(body), BodyView::NotRead)
-    };
+    let (body, body_view) = warden_core::body::split(body);
     let view =
         RequestView::new(&parts.method, &target, &parts.headers, peer.ip()).with_body(body_view);
     let html = view.prefers_html();
