@@ -1,4 +1,4 @@
-//! Stage 5, authenticate: the one credential the request presents, verified by the route's
+//! Authenticate: the one credential the request presents, verified by the route's
 //! sources (or the identity an explanation assumes). A password is handed to the driver to
 //! check; a token naming an unknown key asks the driver, once, to refresh the key sets.
 

@@ -1,4 +1,4 @@
-//! Stage 6, authorize: the route's own requirements (roles, scopes), then the Cedar
+//! Authorize: the route's own requirements (roles, scopes), then the Cedar
 //! policies. Only an authenticated caller gets here with an identity; a 403 never goes to a
 //! request without one on a route that needs one.
 

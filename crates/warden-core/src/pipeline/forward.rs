@@ -1,4 +1,4 @@
-//! Stage 7, forward: the allowed request as it goes to the upstream — the canonical path and
+//! Forward: the allowed request as it goes to the upstream — the canonical path and
 //! query, and warden's identity headers instead of any the client sent.
 
 use std::sync::Arc;

@@ -1,4 +1,4 @@
-//! Stages 2 and 3, network: the client address (from trusted proxies' headers only), the
+//! Network: the client address (from trusted proxies' headers only), the
 //! global network rules and the geo rules; after routing, the route's own network rules.
 
 use super::{Ctx, Outcome, Stop};

@@ -1,4 +1,4 @@
-//! Stage 1, normalize: refuse ambiguous framing (request smuggling), then find the one
+//! Normalize: refuse ambiguous framing (request smuggling), then find the one
 //! canonical path, with the configured case and trailing-slash policies.
 
 use super::{Ctx, Outcome, Stop};

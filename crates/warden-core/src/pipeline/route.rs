@@ -1,4 +1,4 @@
-//! Stage 4, route: method and canonical path to a route (404, 405 with `Allow`), with one
+//! Route: method and canonical path to a route (404, 405 with `Allow`), with one
 //! lookup of the path. A CORS preflight is routed by the method it announces and answered
 //! here; an actual cross-origin request gets its CORS grant here.
 
