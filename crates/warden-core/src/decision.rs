@@ -11,7 +11,8 @@ use http::{HeaderName, HeaderValue, Method, StatusCode};
 
 use crate::identity::Identity;
 
-/// The pipeline stages, in order. A decision names the stage that ended it.
+/// The pipeline stages, in the order a request meets them (`pipeline::run`). A decision
+/// names the stage that ended it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[non_exhaustive]
 pub enum Stage {
@@ -19,14 +20,14 @@ pub enum Stage {
     Normalize,
     /// Client address and network rules.
     Network,
-    /// Bans and rate limits.
-    RateLimit,
     /// Method and path template to route.
     Route,
-    /// Body limits and the WAF.
-    Hygiene,
     /// CORS preflights.
     Cors,
+    /// Body limits and the WAF.
+    Hygiene,
+    /// Bans and rate limits (before identity, and after it with the revocation).
+    RateLimit,
     /// Credentials to a verified identity.
     Authenticate,
     /// Cross-site request forgery checks on cookie-authenticated unsafe requests.
