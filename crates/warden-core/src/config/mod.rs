@@ -60,6 +60,33 @@ pub struct ServeSettings {
     pub workers: Option<usize>,
     /// The decision log.
     pub log: LogSettings,
+    /// Who may use the admin listener.
+    pub admin: AdminSettings,
+}
+
+/// Who may use the admin listener (`[admin]`). `/healthz` is always open; `/reload`,
+/// `/revoke` and `/decisions/recent` (which shows clients and subjects) need a bearer token
+/// whose SHA-256 is listed, and are refused to everyone while none is; `/metrics` is open
+/// unless `metrics = "token"`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AdminSettings {
+    /// The SHA-256 of each accepted admin token.
+    pub token_hashes: Vec<[u8; 32]>,
+    /// Whether `/metrics` needs a token too.
+    pub metrics_need_token: bool,
+}
+
+impl AdminSettings {
+    /// Whether `token` is an admin token (compared in constant time, by its hash).
+    #[must_use]
+    pub fn accepts(&self, token: &str) -> bool {
+        use sha2::Digest as _;
+        use subtle::ConstantTimeEq as _;
+        let hash: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        self.token_hashes
+            .iter()
+            .fold(false, |found, h| found | bool::from(h.ct_eq(&hash)))
+    }
 }
 
 /// Where decision log lines go.
@@ -377,7 +404,12 @@ impl Config {
             }
         }
 
-        let serve = ServeSettings { log, ..serve };
+        let admin = admin_settings(&raw, &mut errors);
+        let serve = ServeSettings {
+            log,
+            admin,
+            ..serve
+        };
         let config = router.map(|router| Self {
             origin: origin.to_path_buf(),
             gateway,
@@ -505,6 +537,37 @@ pub(crate) fn parse_duration(
     }
 }
 
+fn admin_settings(raw: &RawConfig, errors: &mut Collector<'_>) -> AdminSettings {
+    let Some(section) = &raw.admin else {
+        return AdminSettings::default();
+    };
+    let a = section.get_ref();
+    let mut token_hashes = Vec::new();
+    for (i, t) in a.tokens.iter().enumerate() {
+        let decoded = hex::decode(t.get_ref().trim()).ok();
+        match decoded.and_then(|d| <[u8; 32]>::try_from(d).ok()) {
+            Some(hash) => token_hashes.push(hash),
+            None => errors.at(
+                t.span(),
+                format!("admin.tokens[{i}]"),
+                "expected the hex SHA-256 of a token (64 hex digits), never the token itself",
+            ),
+        }
+    }
+    let metrics_need_token = match a.metrics.as_ref().map(|m| (m, m.get_ref().as_str())) {
+        None | Some((_, "open")) => false,
+        Some((_, "token")) => true,
+        Some((m, _)) => {
+            errors.at(m.span(), "admin.metrics", "expected `open` or `token`");
+            false
+        }
+    };
+    AdminSettings {
+        token_hashes,
+        metrics_need_token,
+    }
+}
+
 /// A listening address, or an error at its span.
 fn addr(v: &Spanned<String>, field: &str, errors: &mut Collector<'_>) -> Option<SocketAddr> {
     match v.get_ref().parse::<SocketAddr>() {
@@ -602,6 +665,7 @@ fn gateway_settings(
             target: LogTarget::Stdout,
             allowed: true,
         },
+        admin: AdminSettings::default(),
     };
     let gateway = GatewaySettings {
         realm: Arc::from(g.realm.as_deref().unwrap_or("warden")),
@@ -832,6 +896,28 @@ mod tests {
             .err()
             .map(|e| e.0)
             .unwrap_or_default()
+    }
+
+    #[test]
+    fn admin_tokens_are_hashes_and_only_hashes() {
+        let hash = crate::auth::api_key::hash_api_key("s3cret");
+        let config = Config::parse(
+            &format!("[admin]\ntokens = [\"{hash}\"]\nmetrics = \"token\"\n"),
+            Path::new("warden.toml"),
+        )
+        .unwrap();
+        let admin = &config.serve.admin;
+        assert!(admin.accepts("s3cret"));
+        assert!(!admin.accepts("s3cret "));
+        assert!(!admin.accepts(&hash), "the hash itself is not a token");
+        assert!(admin.metrics_need_token);
+        let errs = errors_of("[admin]\ntokens = [\"s3cret\"]\nmetrics = \"maybe\"\n");
+        let at: Vec<(usize, &str)> = errs.iter().map(|e| (e.line, e.field.as_str())).collect();
+        assert_eq!(
+            at,
+            [(2, "admin.tokens[0]"), (3, "admin.metrics")],
+            "{errs:?}"
+        );
     }
 
     #[test]

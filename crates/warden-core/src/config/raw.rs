@@ -39,6 +39,18 @@ pub(crate) struct RawConfig {
     pub csrf: Option<Spanned<RawCsrf>>,
     pub cors: Option<Spanned<RawCors>>,
     pub forward_auth: Option<Spanned<RawForwardAuth>>,
+    pub admin: Option<Spanned<RawAdmin>>,
+}
+
+/// Who may use the admin listener's protected endpoints.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAdmin {
+    /// The hex SHA-256 of each admin bearer token.
+    #[serde(default)]
+    pub tokens: Vec<Spanned<String>>,
+    /// `open` (default) or `token`: whether `/metrics` needs an admin token too.
+    pub metrics: Option<Spanned<String>>,
 }
 
 /// warden as the external authorizer of another proxy.

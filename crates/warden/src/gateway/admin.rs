@@ -1,5 +1,10 @@
-//! The admin listener: health, Prometheus metrics, recent decisions and reload.
-//! Bind it to a private address; it has no authentication of its own.
+//! The admin listener: health, Prometheus metrics, recent decisions, reload and revocation.
+//!
+//! `/healthz` is open. `/reload`, `/revoke` and `/decisions/recent` (clients and subjects)
+//! need `Authorization: Bearer TOKEN` with a token whose SHA-256 is in `[admin] tokens`:
+//! without one the answer is 401 with a `Bearer` challenge, with a wrong one 401
+//! `invalid_token`, and while no token is configured every such request is refused (403).
+//! `/metrics` is open unless `[admin] metrics = "token"`. A refused request changes nothing.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -41,6 +46,9 @@ async fn handle(
     request: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let path = request.uri().path().to_owned();
+    if let Some(refusal) = refuse_unless_admin(&shared, &path, request.headers()) {
+        return Ok(refusal);
+    }
     let (status, content_type, body) = match (request.method(), path.as_str()) {
         (&Method::GET, "/healthz") => (
             StatusCode::OK,
@@ -94,6 +102,90 @@ async fn handle(
             .insert(header::ALLOW, http::HeaderValue::from_static(allow));
     }
     Ok(response)
+}
+
+/// Why a request for a protected endpoint may not go on.
+enum NotAdmin {
+    /// No bearer token (401 with a challenge).
+    NoToken,
+    /// A token that is not an admin token (401 `invalid_token`).
+    WrongToken,
+    /// No admin token is configured: the endpoint is off (403).
+    Disabled,
+}
+
+/// The refusal for a protected endpoint without a valid admin token, `None` when it may go
+/// on (or the endpoint is open).
+fn refuse_unless_admin(
+    shared: &Shared,
+    path: &str,
+    headers: &http::HeaderMap,
+) -> Option<Response<Body>> {
+    let engine = shared.engine.load();
+    let admin = &engine.config().serve.admin;
+    let protected = match path {
+        "/reload" | "/revoke" | "/decisions/recent" => true,
+        "/metrics" => admin.metrics_need_token,
+        _ => false,
+    };
+    if !protected {
+        return None;
+    }
+    let refusal = if admin.token_hashes.is_empty() {
+        NotAdmin::Disabled
+    } else {
+        let mut values = headers.get_all(header::AUTHORIZATION).iter();
+        let token = match (values.next(), values.next()) {
+            (Some(v), None) => v
+                .to_str()
+                .ok()
+                .and_then(|v| v.split_once(' '))
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                .map(|(_, token)| token.trim()),
+            _ => None,
+        };
+        match token {
+            None => NotAdmin::NoToken,
+            Some(token) if admin.accepts(token) => return None,
+            Some(_) => NotAdmin::WrongToken,
+        }
+    };
+    let (status, challenge, text) = match refusal {
+        NotAdmin::NoToken => (
+            StatusCode::UNAUTHORIZED,
+            Some(r#"Bearer realm="warden-admin""#),
+            "this endpoint needs an admin token\n",
+        ),
+        NotAdmin::WrongToken => (
+            StatusCode::UNAUTHORIZED,
+            Some(r#"Bearer realm="warden-admin", error="invalid_token""#),
+            "the admin token is not valid\n",
+        ),
+        NotAdmin::Disabled => (
+            StatusCode::FORBIDDEN,
+            None,
+            "this endpoint is off: no [admin] tokens are configured\n",
+        ),
+    };
+    tracing::warn!(path, status = status.as_u16(), "admin request refused");
+    let mut response = Response::new(full(text));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    if let Some(challenge) = challenge {
+        headers.insert(
+            header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static(challenge),
+        );
+    }
+    Some(response)
 }
 
 /// `POST /reload`: 200 with what was swapped in, 422 with every error (the running

@@ -484,6 +484,7 @@ async fn every_decision_is_logged_as_one_json_line_and_counted() {
     let admin = gw.admin_addr.unwrap();
     let recent = client()
         .get(format!("http://{admin}/decisions/recent"))
+        .bearer_auth(common::ADMIN_TOKEN)
         .send()
         .await
         .unwrap()

@@ -223,6 +223,7 @@ async fn revoked_tokens_and_subjects_get_invalid_token() {
 
     let resp = client()
         .post(&revoke)
+        .bearer_auth(common::ADMIN_TOKEN)
         .body(r#"{"jti":"stolen","ttl":600}"#)
         .send()
         .await
@@ -249,6 +250,7 @@ async fn revoked_tokens_and_subjects_get_invalid_token() {
     let dave_new = token("dave", "d2", now() + 5);
     let resp = client()
         .post(&revoke)
+        .bearer_auth(common::ADMIN_TOKEN)
         .body(r#"{"subject":"dave"}"#)
         .send()
         .await
@@ -276,7 +278,13 @@ async fn revoked_tokens_and_subjects_get_invalid_token() {
     );
 
     for bad in ["", "{}", r#"{"jti":"a","subject":"b"}"#, "[1]", "not json"] {
-        let resp = client().post(&revoke).body(bad).send().await.unwrap();
+        let resp = client()
+            .post(&revoke)
+            .bearer_auth(common::ADMIN_TOKEN)
+            .body(bad)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(resp.status(), 400, "{bad:?}");
     }
     gw.shutdown().await;

@@ -414,7 +414,13 @@ async fn revocations_through_the_admin_listener_apply_on_every_instance() {
     let revoke = |body: Value| {
         let url = format!("http://{}/revoke", a.admin_addr.unwrap());
         async move {
-            let resp = client().post(url).json(&body).send().await.unwrap();
+            let resp = client()
+                .post(url)
+                .bearer_auth(common::ADMIN_TOKEN)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
             let status = resp.status().as_u16();
             let text = resp.text().await.unwrap();
             assert_eq!(status, 200, "revoke {body}: {text}");

@@ -14,7 +14,7 @@ use warden_core::Config;
 
 /// The `reload` fixture with one route to the upstream for each of `paths`.
 fn config_text(upstream: &Upstream, paths: &[&str]) -> String {
-    let mut config = fixture("reload").upstream(upstream.addr);
+    let mut config = common::with_admin_token(fixture("reload")).upstream(upstream.addr);
     for path in paths {
         config = config.append(&format!(
             "[[routes]]\npath = \"{path}\"\nupstream = \"app\"\n"
@@ -64,7 +64,12 @@ async fn the_admin_endpoint_swaps_a_valid_configuration_and_refuses_an_invalid_o
     );
 
     std::fs::write(&path, config_text(&upstream, &["/a", "/b"])).unwrap();
-    let resp = client().post(&reload).send().await.unwrap();
+    let resp = client()
+        .post(&reload)
+        .bearer_auth(common::ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(
@@ -81,7 +86,12 @@ async fn the_admin_endpoint_swaps_a_valid_configuration_and_refuses_an_invalid_o
         1,
     );
     std::fs::write(&path, &broken).unwrap();
-    let resp = client().post(&reload).send().await.unwrap();
+    let resp = client()
+        .post(&reload)
+        .bearer_auth(common::ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 422);
     let body: Value = resp.json().await.unwrap();
     let error = &body["errors"][0];
@@ -100,7 +110,13 @@ async fn the_admin_endpoint_swaps_a_valid_configuration_and_refuses_an_invalid_o
         (200, 200, 404)
     );
 
-    assert_eq!(client().get(&reload).send().await.unwrap().status(), 405);
+    let wrong_method = client()
+        .get(&reload)
+        .bearer_auth(common::ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong_method.status(), 405);
     let metrics = client()
         .get(format!("http://{}/metrics", gw.admin_addr.unwrap()))
         .send()
@@ -163,4 +179,104 @@ async fn sighup_reloads_the_running_binary() {
 
     drop(warden);
     let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}
+
+#[tokio::test]
+async fn admin_endpoints_refuse_without_a_valid_token_and_change_nothing() {
+    let upstream = Upstream::start().await;
+    let path = temp_config("admin-token", &config_text(&upstream, &["/a"]));
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+    let gw = Gateway::start(
+        Config::load(&path).unwrap(),
+        Listeners {
+            proxy: Some(loopback),
+            admin: Some(loopback),
+            ..Listeners::default()
+        },
+    )
+    .await
+    .unwrap();
+    let base = format!("http://{}", gw.proxy_addr);
+    let admin = format!("http://{}", gw.admin_addr.unwrap());
+    std::fs::write(&path, config_text(&upstream, &["/a", "/b"])).unwrap();
+
+    for (token, challenge) in [
+        (None, r#"Bearer realm="warden-admin""#),
+        (
+            Some("not-the-admin-token"),
+            r#"Bearer realm="warden-admin", error="invalid_token""#,
+        ),
+    ] {
+        for (method, endpoint) in [
+            (http::Method::POST, "/reload"),
+            (http::Method::POST, "/revoke"),
+            (http::Method::GET, "/decisions/recent"),
+        ] {
+            let mut request = client()
+                .request(method.clone(), format!("{admin}{endpoint}"))
+                .body(r#"{"subject":"anyone","ttl":600}"#);
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            let resp = request.send().await.unwrap();
+            assert_eq!(resp.status(), 401, "{method} {endpoint} with {token:?}");
+            assert_eq!(resp.headers()["www-authenticate"], challenge);
+        }
+    }
+    // Nothing changed: the new route was not swapped in.
+    assert_eq!(status(&base, "/b").await, 404);
+    // Health and metrics stay open.
+    for open in ["/healthz", "/metrics"] {
+        let resp = client().get(format!("{admin}{open}")).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{open}");
+    }
+    // With the admin token, the same reload goes through.
+    let resp = client()
+        .post(format!("{admin}/reload"))
+        .bearer_auth(common::ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(status(&base, "/b").await, 200);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn without_admin_tokens_the_protected_endpoints_are_off() {
+    let upstream = Upstream::start().await;
+    let text = fixture("reload")
+        .upstream(upstream.addr)
+        .filled()
+        .to_owned();
+    let path = temp_config("admin-off", &text);
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+    let gw = Gateway::start(
+        Config::load(&path).unwrap(),
+        Listeners {
+            proxy: Some(loopback),
+            admin: Some(loopback),
+            ..Listeners::default()
+        },
+    )
+    .await
+    .unwrap();
+    let admin = format!("http://{}", gw.admin_addr.unwrap());
+    let resp = client()
+        .post(format!("{admin}/reload"))
+        .bearer_auth(common::ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    assert_eq!(
+        client()
+            .get(format!("{admin}/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    gw.shutdown().await;
 }

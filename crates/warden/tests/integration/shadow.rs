@@ -58,6 +58,7 @@ async fn shadow_policies_are_logged_and_counted_but_never_enforced() {
 
     let recent = client()
         .get(format!("http://{admin}/decisions/recent"))
+        .bearer_auth(common::ADMIN_TOKEN)
         .send()
         .await
         .unwrap()

@@ -29,7 +29,21 @@ pub async fn gateway_with_admin(config: Fixture, upstream: &Upstream) -> Gateway
     start(config, upstream, true).await
 }
 
+/// The admin token of every test gateway with an admin listener.
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+/// `config` with `[admin]` accepting [`ADMIN_TOKEN`].
+pub fn with_admin_token(config: Fixture) -> Fixture {
+    let hash = warden_core::auth::api_key::hash_api_key(ADMIN_TOKEN);
+    config.append(&format!("[admin]\ntokens = [\"{hash}\"]\n"))
+}
+
 async fn start(config: Fixture, upstream: &Upstream, admin: bool) -> Gateway {
+    let config = if admin {
+        with_admin_token(config)
+    } else {
+        config
+    };
     let config = config.upstream(upstream.addr).config();
     let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
     Gateway::start(
@@ -47,7 +61,7 @@ async fn start(config: Fixture, upstream: &Upstream, admin: bool) -> Gateway {
 /// A gateway whose configuration has `[forward_auth]`: the proxy, admin and forward-auth
 /// listeners each on a free loopback port (`proxy_addr`, `admin_addr`, `forward_auth_addr`).
 pub async fn forward_auth_gateway(config: Fixture, upstream: &Upstream) -> Gateway {
-    let config = config.upstream(upstream.addr).config();
+    let config = with_admin_token(config).upstream(upstream.addr).config();
     let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
     Gateway::start(
         config,
@@ -133,6 +147,7 @@ pub fn client_from(source: &str) -> reqwest::Client {
 pub async fn admin_get(gw: &Gateway, path: &str) -> String {
     client()
         .get(format!("http://{}{path}", gw.admin_addr.unwrap()))
+        .bearer_auth(ADMIN_TOKEN)
         .send()
         .await
         .unwrap()
