@@ -434,6 +434,26 @@ impl Config {
         }
     }
 
+    /// The JWT sources whose keys come from a URL and have none yet (never fetched, or every
+    /// fetch failed): a server is not ready while there are any.
+    #[must_use]
+    pub fn key_sets_missing(&self) -> Vec<Arc<str>> {
+        let mut out: Vec<Arc<str>> = self
+            .sources
+            .values()
+            .filter_map(|s| match s.as_ref() {
+                Source::Jwt(jwt)
+                    if jwt.jwks_url.is_some() && jwt.fetched_keys.load().is_empty() =>
+                {
+                    Some(Arc::clone(&jwt.name))
+                }
+                _ => None,
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
     /// The JWKS documents the gateway must fetch and keep current.
     #[must_use]
     pub fn jwks_fetches(&self) -> Vec<JwksFetch> {

@@ -1,6 +1,7 @@
 //! The admin listener: health, Prometheus metrics, recent decisions, reload and revocation.
 //!
-//! `/healthz` is open. `/reload`, `/revoke` and `/decisions/recent` (clients and subjects)
+//! `/healthz` (alive) and `/readyz` (configuration, key sets and state backend loaded) are
+//! open. `/reload`, `/revoke` and `/decisions/recent` (clients and subjects)
 //! need `Authorization: Bearer TOKEN` with a token whose SHA-256 is in `[admin] tokens`:
 //! without one the answer is 401 with a `Bearer` challenge, with a wrong one 401
 //! `invalid_token`, and while no token is configured every such request is refused (403).
@@ -55,6 +56,7 @@ async fn handle(
             "text/plain; charset=utf-8",
             "ok\n".to_owned(),
         ),
+        (&Method::GET, "/readyz") => readiness(&shared).await,
         (&Method::GET, "/metrics") => (
             StatusCode::OK,
             "text/plain; version=0.0.4",
@@ -75,7 +77,7 @@ async fn handle(
             "text/plain; charset=utf-8",
             "use POST\n".to_owned(),
         ),
-        (_, "/healthz" | "/metrics" | "/decisions/recent") => (
+        (_, "/healthz" | "/readyz" | "/metrics" | "/decisions/recent") => (
             StatusCode::METHOD_NOT_ALLOWED,
             "text/plain; charset=utf-8",
             "use GET\n".to_owned(),
@@ -102,6 +104,35 @@ async fn handle(
             .insert(header::ALLOW, http::HeaderValue::from_static(allow));
     }
     Ok(response)
+}
+
+/// `GET /readyz`: 200 once the configuration is loaded, every key set from a URL has keys
+/// and the state backend answers; 503 with what is missing otherwise. (`/healthz` says the
+/// process is alive; this says whether to send it traffic.)
+async fn readiness(shared: &Shared) -> (StatusCode, &'static str, String) {
+    let engine = shared.engine.load_full();
+    let mut missing: Vec<String> = engine
+        .config()
+        .key_sets_missing()
+        .iter()
+        .map(|source| format!("no keys yet for JWT source `{source}`"))
+        .collect();
+    if let Err(e) = shared.store.load_full().ready().await {
+        missing.push(e.to_string());
+    }
+    if missing.is_empty() {
+        (
+            StatusCode::OK,
+            "text/plain; charset=utf-8",
+            "ready\n".to_owned(),
+        )
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain; charset=utf-8",
+            format!("not ready:\n{}\n", missing.join("\n")),
+        )
+    }
 }
 
 /// Why a request for a protected endpoint may not go on.

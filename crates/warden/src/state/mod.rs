@@ -85,6 +85,17 @@ impl Store {
         }
     }
 
+    /// Whether the backend answers now (memory always does; Redis answers a `PING`).
+    ///
+    /// # Errors
+    /// When Redis cannot be reached in time.
+    pub async fn ready(&self) -> Result<(), StateUnavailable> {
+        match self {
+            Self::Memory(_) => Ok(()),
+            Self::Redis(r) => r.ping().await,
+        }
+    }
+
     /// Record a revocation.
     ///
     /// # Errors

@@ -169,6 +169,17 @@ impl RedisStore {
         }
     }
 
+    /// Whether Redis answers a `PING` in time.
+    pub(super) async fn ping(&self) -> Result<(), StateUnavailable> {
+        let mut conn = self.connection().await?;
+        let ping = redis::cmd("PING");
+        match tokio::time::timeout(self.timeout, ping.query_async::<String>(&mut conn)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(StateUnavailable(format!("Redis: {e}"))),
+            Err(_) => Err(StateUnavailable("Redis did not answer in time".to_owned())),
+        }
+    }
+
     pub(super) async fn answer(
         &self,
         checks: &[StateCheck],

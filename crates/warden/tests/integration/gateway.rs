@@ -551,3 +551,37 @@ async fn every_decision_is_logged_as_one_json_line_and_counted() {
     gw.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn readyz_says_whether_keys_and_state_are_loaded() {
+    let upstream = Upstream::start().await;
+    let ready = |gw: &Gateway| {
+        let url = format!("http://{}/readyz", gw.admin_addr.unwrap());
+        async move {
+            let resp = client().get(url).send().await.unwrap();
+            (resp.status().as_u16(), resp.text().await.unwrap())
+        }
+    };
+    let gw = gateway_with_admin(fixture(BASE), &upstream).await;
+    assert_eq!(ready(&gw).await, (200, "ready\n".to_owned()));
+    gw.shutdown().await;
+
+    // A key set from a URL that cannot be fetched, and a Redis that is not there: not ready,
+    // and the answer says why. (Port 9 on loopback: nothing listens there.)
+    let config = fixture("jwks-url")
+        .var("jwks_url", "http://127.0.0.1:9/jwks.json")
+        .append("[state]\nbackend = \"redis\"\nredis_url = \"redis://127.0.0.1:9\"\ntimeout = \"200ms\"\n");
+    let gw = gateway_with_admin(config, &upstream).await;
+    let (status, text) = ready(&gw).await;
+    assert_eq!(status, 503, "{text}");
+    assert!(text.contains("no keys yet for JWT source `idp`"), "{text}");
+    assert!(text.to_lowercase().contains("redis"), "{text}");
+    // Alive all the same.
+    let alive = client()
+        .get(format!("http://{}/healthz", gw.admin_addr.unwrap()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(alive.status(), 200);
+    gw.shutdown().await;
+}
