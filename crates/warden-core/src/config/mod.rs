@@ -58,6 +58,8 @@ pub struct ServeSettings {
     pub upstream_timeout: Duration,
     /// Worker threads; the number of cores when unset.
     pub workers: Option<usize>,
+    /// How long a stopping server lets requests in flight finish (10 s by default).
+    pub drain_timeout: Duration,
     /// The decision log.
     pub log: LogSettings,
     /// Who may use the admin listener.
@@ -681,6 +683,11 @@ fn gateway_settings(
             .and_then(|v| parse_duration(v, "gateway.upstream_timeout", errors))
             .unwrap_or(Duration::from_secs(30)),
         workers: g.workers,
+        drain_timeout: g
+            .drain_timeout
+            .as_ref()
+            .and_then(|v| parse_duration(v, "gateway.drain_timeout", errors))
+            .unwrap_or(Duration::from_secs(10)),
         log: LogSettings {
             target: LogTarget::Stdout,
             allowed: true,

@@ -238,6 +238,7 @@ pub(crate) struct RawGateway {
     pub problem_type_base: Option<String>,
     pub connect_timeout: Option<Spanned<String>>,
     pub upstream_timeout: Option<Spanned<String>>,
+    pub drain_timeout: Option<Spanned<String>>,
     pub workers: Option<usize>,
     /// Proxies whose forwarding headers are believed (CIDR prefixes or addresses).
     #[serde(default)]

@@ -110,6 +110,13 @@ async fn handle(
 /// and the state backend answers; 503 with what is missing otherwise. (`/healthz` says the
 /// process is alive; this says whether to send it traffic.)
 async fn readiness(shared: &Shared) -> (StatusCode, &'static str, String) {
+    if shared.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain; charset=utf-8",
+            "not ready:\ndraining: the gateway is stopping\n".to_owned(),
+        );
+    }
     let engine = shared.engine.load_full();
     let mut missing: Vec<String> = engine
         .config()

@@ -80,6 +80,8 @@ pub(crate) struct Shared {
     pub log: DecisionLog,
     pub metrics: Arc<Metrics>,
     pub jwks: JwksRefresher,
+    /// Set once the gateway stops: `/readyz` answers not-ready while requests drain.
+    pub draining: std::sync::atomic::AtomicBool,
 }
 
 /// A running gateway.
@@ -96,6 +98,9 @@ pub struct Gateway {
     shared: Arc<Shared>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The admin listener stops last, so `/readyz` says "draining" while requests drain.
+    admin_shutdown: watch::Sender<bool>,
+    admin_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Gateway {
@@ -133,9 +138,12 @@ impl Gateway {
             log,
             metrics,
             jwks,
+            draining: std::sync::atomic::AtomicBool::new(false),
         });
 
         let (shutdown, stop) = watch::channel(false);
+        let (admin_shutdown, admin_stop) = watch::channel(false);
+        let mut admin_task = None;
         let (proxy_listener, proxy_addr) = bind(proxy_addr).await?;
         let mut tasks = vec![tokio::spawn(serve_http(
             proxy_listener,
@@ -168,8 +176,8 @@ impl Gateway {
         let admin_addr = match admin_addr {
             Some(addr) => {
                 let (listener, bound) = bind(addr).await?;
-                let serve = admin::serve(listener, Arc::clone(&shared), stop.clone());
-                tasks.push(tokio::spawn(serve));
+                let serve = admin::serve(listener, Arc::clone(&shared), admin_stop);
+                admin_task = Some(tokio::spawn(serve));
                 Some(bound)
             }
             None => None,
@@ -184,6 +192,8 @@ impl Gateway {
             shared,
             shutdown,
             tasks,
+            admin_shutdown,
+            admin_task,
         })
     }
 
@@ -196,10 +206,18 @@ impl Gateway {
         reload::reload(&self.shared).await
     }
 
-    /// Stop accepting connections and end the gateway's tasks.
+    /// Stop: `/readyz` turns not-ready, the listeners stop accepting, and requests in flight
+    /// finish (up to `[gateway] drain_timeout`) before this returns.
     pub async fn shutdown(self) {
+        self.shared
+            .draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let _ = self.shutdown.send(true);
         for task in self.tasks {
+            let _ = task.await;
+        }
+        let _ = self.admin_shutdown.send(true);
+        if let Some(task) = self.admin_task {
             let _ = task.await;
         }
     }
@@ -222,9 +240,13 @@ async fn serve_http<H, F>(
         + Send
         + 'static,
 {
+    let mut connections = tokio::task::JoinSet::new();
     while let Some((stream, peer)) = accept(&listener, &mut stop).await {
+        // Forget the connections that have ended, so the set holds only live ones.
+        while connections.try_join_next().is_some() {}
         let shared = Arc::clone(&shared);
-        tokio::spawn(async move {
+        let mut stop = stop.clone();
+        connections.spawn(async move {
             let service =
                 hyper::service::service_fn(move |req| handle(Arc::clone(&shared), peer, req));
             let conn = http1::Builder::new()
@@ -232,10 +254,37 @@ async fn serve_http<H, F>(
                 .keep_alive(true)
                 .header_read_timeout(std::time::Duration::from_secs(30))
                 .serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = conn.await {
+            let mut conn = std::pin::pin!(conn);
+            // On stop: finish the request in flight, answer it with `Connection: close`,
+            // take no other.
+            let ended = tokio::select! {
+                ended = conn.as_mut() => ended,
+                _ = stop.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = ended {
                 tracing::debug!(error = %e, %peer, "connection ended with an error");
             }
         });
+    }
+    // Close the listener first: new connections are refused while the old ones drain.
+    drop(listener);
+    drain(connections, &shared).await;
+}
+
+/// Let the connections of a stopped listener finish their requests, up to the configured
+/// drain timeout; those still open then are closed.
+async fn drain(mut connections: tokio::task::JoinSet<()>, shared: &Shared) {
+    let limit = shared.engine.load().config().serve.drain_timeout;
+    let all_done = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(limit, all_done).await.is_err() {
+        tracing::warn!(
+            open = connections.len(),
+            "drain timeout reached; closing the connections still open"
+        );
+        connections.shutdown().await;
     }
 }
 

@@ -585,3 +585,44 @@ async fn readyz_says_whether_keys_and_state_are_loaded() {
     assert_eq!(alive.status(), 200);
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_stopping_gateway_finishes_requests_in_flight_and_says_it_is_draining() {
+    let upstream = Upstream::start().await;
+    let config = fixture(BASE).replace("upstream_timeout = \"500ms\"", "upstream_timeout = \"5s\"");
+    let gw = gateway_with_admin(config, &upstream).await;
+    let (proxy, admin) = (gw.proxy_addr, gw.admin_addr.unwrap());
+    // The admin connection is opened before the stop, as a load balancer's would be.
+    let checker = client();
+    let ready = |c: &reqwest::Client| c.get(format!("http://{admin}/readyz")).send();
+    assert_eq!(ready(&checker).await.unwrap().status(), 200);
+
+    // `/slow` answers after two seconds; the stop comes while it is in flight.
+    let in_flight = tokio::spawn(async move {
+        client()
+            .get(format!("http://{proxy}/slow"))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+    });
+    while upstream.seen().is_empty() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stopping = tokio::spawn(gw.shutdown());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let draining = ready(&checker).await.unwrap();
+    assert_eq!(draining.status(), 503);
+    assert!(draining.text().await.unwrap().contains("draining"));
+    // No new connection is taken while draining.
+    assert!(tokio::net::TcpStream::connect(proxy).await.is_err());
+
+    assert_eq!(
+        in_flight.await.unwrap().unwrap(),
+        200,
+        "the request in flight finished"
+    );
+    tokio::time::timeout(Duration::from_secs(10), stopping)
+        .await
+        .expect("the gateway stopped once drained")
+        .unwrap();
+}
