@@ -89,13 +89,15 @@ pub(crate) async fn serve(
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let mut connections = tokio::task::JoinSet::new();
     while let Some((stream, peer)) = super::accept(&listener, &mut stop).await {
+        while connections.try_join_next().is_some() {}
         let service = AuthorizationServer::new(Authorizer {
             shared: Arc::clone(&shared),
             peer,
         });
         let mut stop = stop.clone();
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let conn = http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
                 .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
@@ -112,6 +114,8 @@ pub(crate) async fn serve(
             }
         });
     }
+    drop(listener);
+    super::drain(connections, &shared).await;
 }
 
 /// The `Authorization` service of one connection: its peer is the asking proxy.
