@@ -31,6 +31,22 @@ fn temp_config(name: &str, text: &str) -> PathBuf {
     path
 }
 
+/// A gateway serving the configuration file at `path` (so that it can reload it), with
+/// its proxy and admin listeners on free loopback ports.
+async fn start_from_file(path: &std::path::Path) -> Gateway {
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+    Gateway::start(
+        Config::load(path).unwrap(),
+        Listeners {
+            proxy: Some(loopback),
+            admin: Some(loopback),
+            ..Listeners::default()
+        },
+    )
+    .await
+    .unwrap()
+}
+
 async fn status(base: &str, path: &str) -> u16 {
     client()
         .get(format!("{base}{path}"))
@@ -45,17 +61,7 @@ async fn status(base: &str, path: &str) -> u16 {
 async fn the_admin_endpoint_swaps_a_valid_configuration_and_refuses_an_invalid_one() {
     let upstream = Upstream::start().await;
     let path = temp_config("admin", &config_text(&upstream, &["/a"]));
-    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
-    let gw = Gateway::start(
-        Config::load(&path).unwrap(),
-        Listeners {
-            proxy: Some(loopback),
-            admin: Some(loopback),
-            ..Listeners::default()
-        },
-    )
-    .await
-    .unwrap();
+    let gw = start_from_file(&path).await;
     let base = format!("http://{}", gw.proxy_addr);
     let reload = format!("http://{}/reload", gw.admin_addr.unwrap());
     assert_eq!(
@@ -185,17 +191,7 @@ async fn sighup_reloads_the_running_binary() {
 async fn admin_endpoints_refuse_without_a_valid_token_and_change_nothing() {
     let upstream = Upstream::start().await;
     let path = temp_config("admin-token", &config_text(&upstream, &["/a"]));
-    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
-    let gw = Gateway::start(
-        Config::load(&path).unwrap(),
-        Listeners {
-            proxy: Some(loopback),
-            admin: Some(loopback),
-            ..Listeners::default()
-        },
-    )
-    .await
-    .unwrap();
+    let gw = start_from_file(&path).await;
     let base = format!("http://{}", gw.proxy_addr);
     let admin = format!("http://{}", gw.admin_addr.unwrap());
     std::fs::write(&path, config_text(&upstream, &["/a", "/b"])).unwrap();
@@ -250,17 +246,7 @@ async fn without_admin_tokens_the_protected_endpoints_are_off() {
         .filled()
         .to_owned();
     let path = temp_config("admin-off", &text);
-    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
-    let gw = Gateway::start(
-        Config::load(&path).unwrap(),
-        Listeners {
-            proxy: Some(loopback),
-            admin: Some(loopback),
-            ..Listeners::default()
-        },
-    )
-    .await
-    .unwrap();
+    let gw = start_from_file(&path).await;
     let admin = format!("http://{}", gw.admin_addr.unwrap());
     let resp = client()
         .post(format!("{admin}/reload"))
