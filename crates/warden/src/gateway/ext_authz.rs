@@ -96,20 +96,12 @@ pub(crate) async fn serve(
             shared: Arc::clone(&shared),
             peer,
         });
-        let mut stop = stop.clone();
+        let stop = stop.clone();
         connections.spawn(async move {
             let conn = http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
                 .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
-            let mut conn = std::pin::pin!(conn);
-            let ended = tokio::select! {
-                ended = conn.as_mut() => ended,
-                _ = stop.changed() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            };
-            if let Err(e) = ended {
+            if let Err(e) = super::until_stopped(conn, stop).await {
                 tracing::debug!(error = %e, %peer, "ext_authz connection ended with an error");
             }
         });

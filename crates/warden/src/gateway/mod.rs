@@ -21,6 +21,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulConnection;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use warden_core::{Config, Engine};
@@ -245,7 +246,7 @@ async fn serve_http<H, F>(
         // Forget the connections that have ended, so the set holds only live ones.
         while connections.try_join_next().is_some() {}
         let shared = Arc::clone(&shared);
-        let mut stop = stop.clone();
+        let stop = stop.clone();
         connections.spawn(async move {
             let service =
                 hyper::service::service_fn(move |req| handle(Arc::clone(&shared), peer, req));
@@ -254,17 +255,7 @@ async fn serve_http<H, F>(
                 .keep_alive(true)
                 .header_read_timeout(std::time::Duration::from_secs(30))
                 .serve_connection(TokioIo::new(stream), service);
-            let mut conn = std::pin::pin!(conn);
-            // On stop: finish the request in flight, answer it with `Connection: close`,
-            // take no other.
-            let ended = tokio::select! {
-                ended = conn.as_mut() => ended,
-                _ = stop.changed() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            };
-            if let Err(e) = ended {
+            if let Err(e) = until_stopped(conn, stop).await {
                 tracing::debug!(error = %e, %peer, "connection ended with an error");
             }
         });
@@ -272,6 +263,22 @@ async fn serve_http<H, F>(
     // Close the listener first: new connections are refused while the old ones drain.
     drop(listener);
     drain(connections, &shared).await;
+}
+
+/// Serve one connection until it ends, or until `stop` changes: then it finishes the request
+/// in flight (answered with `Connection: close`, or a GOAWAY on HTTP/2) and takes no other.
+async fn until_stopped<C: GracefulConnection>(
+    conn: C,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), C::Error> {
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        ended = conn.as_mut() => ended,
+        _ = stop.changed() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    }
 }
 
 /// Let the connections of a stopped listener finish their requests, up to the configured
