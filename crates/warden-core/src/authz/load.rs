@@ -243,12 +243,20 @@ pub(crate) fn load(
         return None;
     }
     let entities = super::StaticEntities::new(entities, std::iter::once(&policies).chain(&shadow));
+    let reads = super::context::Reads::of(std::iter::once(&policies).chain(&shadow));
+    let context = match super::context::ContextBuilder::new(reads, timezone) {
+        Ok(context) => context,
+        Err(message) => {
+            errors.at(raw.span(), "authorization", message);
+            return None;
+        }
+    };
     Some(Authorization {
         policies,
         shadow,
         schema,
         entities,
-        timezone,
+        context,
         principal_type: principal_type?,
         role_type: role_type?,
         roles_in_policies,

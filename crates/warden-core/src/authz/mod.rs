@@ -30,7 +30,8 @@ pub(crate) struct Authorization {
     pub schema: Option<Schema>,
     /// The entities file, prepared once: each request copies only what it can reach.
     pub entities: StaticEntities,
-    pub timezone: jiff::tz::TimeZone,
+    /// Builds each request's context (only the keys the policies read).
+    pub context: context::ContextBuilder,
     pub principal_type: EntityTypeName,
     pub role_type: EntityTypeName,
     /// Role names that appear in the policies, for explanations.
@@ -49,7 +50,7 @@ impl std::fmt::Debug for Authorization {
                 &self.shadow.as_ref().map(|s| s.policies().count()),
             )
             .field("schema", &self.schema.is_some())
-            .field("timezone", &self.timezone.iana_name())
+            .field("timezone", &self.context.timezone().iana_name())
             .finish_non_exhaustive()
     }
 }
@@ -253,7 +254,7 @@ impl Authorization {
     }
 
     fn request(&self, input: &AuthzInput<'_>, resource: EntityUid) -> Result<Request, String> {
-        let context: Context = context::build(input, &self.timezone)?;
+        let context: Context = self.context.build(input)?;
         // The request is not checked against the schema: warden builds it, and its context
         // shape is documented; policies are validated against the schema at load.
         Request::new(
