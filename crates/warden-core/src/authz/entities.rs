@@ -72,6 +72,11 @@ impl StaticEntities {
         prepared
     }
 
+    /// An entity of the file.
+    pub fn get(&self, uid: &EntityUid) -> Option<&Entity> {
+        self.all.get(uid)
+    }
+
     /// The ancestors of an entity of the file (none for an entity it does not have).
     pub fn ancestors(&self, uid: &EntityUid) -> impl Iterator<Item = &EntityUid> {
         self.all.ancestors(uid).into_iter().flatten()

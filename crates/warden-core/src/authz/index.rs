@@ -1,0 +1,672 @@
+//! The policies a request evaluates: those that can apply to it.
+//!
+//! Cedar evaluates every policy of the set it is given. A policy's condition is its scope
+//! (`principal in Role::"a"`, `resource is Document`) and then its `when` conditions,
+//! evaluated left to right with `&&` short-circuiting: a policy whose scope, or whose
+//! leading test, is false for a request is false before anything else of it is read, so it
+//! is neither satisfied nor in error. Leaving it out of the set changes no decision, no
+//! reason and no error. This module finds those policies, with tests that are exact and
+//! cheap, and otherwise keeps the policy (a test it cannot decide keeps it):
+//!
+//! - the principal and resource scopes (`==`, `in`, `is`, `is … in`), against the
+//!   principal's roles and their ancestors, and the resource's ancestors in the entities
+//!   file (as Cedar's own policy slicing does with scopes);
+//! - the leading conjuncts of the first `when`, while they are of these forms:
+//!   `principal has a`, `resource has a`, `principal.a == literal` (and `resource.a`),
+//!   `principal.a < n` (`<=`, `>`, `>=`, on Longs), `context.scopes.contains("s")` and
+//!   `context.ip.isInRange(ip("cidr"))`.
+//!
+//! The action scope is handled before, by the per-action slices. The selected sets are
+//! kept per thread, by the set of policies they hold: requests alike share one.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use cedar_policy::{
+    Entity, EntityTypeName, EntityUid, EvalResult, Policy, PolicySet, PrincipalConstraint,
+    ResourceConstraint,
+};
+use serde_json::Value as Json;
+
+use crate::identity::Identity;
+
+/// A scope test on the principal or the resource.
+#[derive(Debug, Clone)]
+enum Scope {
+    Any,
+    Eq(EntityUid),
+    In(EntityUid),
+    Is(EntityTypeName),
+    IsIn(EntityTypeName, EntityUid),
+}
+
+impl Scope {
+    fn holds(&self, uid: &EntityUid, ancestors: &HashSet<EntityUid>) -> bool {
+        match self {
+            Self::Any => true,
+            Self::Eq(e) => e == uid,
+            Self::In(e) => e == uid || ancestors.contains(e),
+            Self::Is(t) => uid.type_name() == t,
+            Self::IsIn(t, e) => uid.type_name() == t && (e == uid || ancestors.contains(e)),
+        }
+    }
+}
+
+/// Whose attribute a test reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum On {
+    Principal,
+    Resource,
+}
+
+/// A literal of a test.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Literal {
+    String(String),
+    Long(i64),
+    Bool(bool),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Compare {
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+/// A leading test of a policy's first `when`.
+#[derive(Debug, Clone)]
+enum Test {
+    Has(On, String),
+    Eq(On, String, Literal),
+    Compare(On, String, Compare, i64),
+    HasScope(String),
+    InRange(ipnet::IpNet),
+}
+
+/// An attribute as the tests see it.
+enum Attr {
+    Absent,
+    String(String),
+    Long(i64),
+    Bool(bool),
+    /// A set, a record, an entity or an extension value: `==` with a literal is false,
+    /// a comparison is an error.
+    Other,
+}
+
+/// What a request offers the tests.
+pub(crate) struct Facts<'a> {
+    pub identity: &'a Identity,
+    pub principal: &'a EntityUid,
+    /// The principal's roles and their ancestors.
+    pub principal_ancestors: &'a HashSet<EntityUid>,
+    pub resource: &'a EntityUid,
+    pub resource_entity: Option<&'a Entity>,
+    pub resource_ancestors: &'a HashSet<EntityUid>,
+    pub client: IpAddr,
+}
+
+impl Facts<'_> {
+    /// `None` when the attribute cannot be read exactly (an entity not in the file).
+    fn attr(&self, on: On, name: &str) -> Option<Attr> {
+        match on {
+            On::Principal => {
+                // The principal's attributes are the identity's, and `source` (see
+                // `entities_for`).
+                if name == "source" {
+                    return Some(Attr::String(self.identity.source.to_string()));
+                }
+                Some(match self.identity.attributes.get(name) {
+                    None => Attr::Absent,
+                    Some(Json::String(s)) => Attr::String(s.clone()),
+                    Some(Json::Bool(b)) => Attr::Bool(*b),
+                    Some(Json::Number(n)) => Attr::Long(n.as_i64()?),
+                    Some(Json::Null) => return None,
+                    Some(_) => Attr::Other,
+                })
+            }
+            On::Resource => {
+                let entity = self.resource_entity?;
+                Some(match entity.attr(name) {
+                    None => Attr::Absent,
+                    Some(Ok(EvalResult::String(s))) => Attr::String(s),
+                    Some(Ok(EvalResult::Long(n))) => Attr::Long(n),
+                    Some(Ok(EvalResult::Bool(b))) => Attr::Bool(b),
+                    Some(Ok(_)) => Attr::Other,
+                    Some(Err(_)) => return None,
+                })
+            }
+        }
+    }
+}
+
+impl Test {
+    /// `Some(value)` when the test is decided exactly and without error; `None` otherwise.
+    fn eval(&self, facts: &Facts<'_>) -> Option<bool> {
+        match self {
+            Self::Has(on, name) => Some(!matches!(facts.attr(*on, name)?, Attr::Absent)),
+            Self::Eq(on, name, literal) => match (facts.attr(*on, name)?, literal) {
+                (Attr::Absent, _) => None, // Cedar: an error
+                (Attr::String(a), Literal::String(b)) => Some(a == *b),
+                (Attr::Long(a), Literal::Long(b)) => Some(a == *b),
+                (Attr::Bool(a), Literal::Bool(b)) => Some(a == *b),
+                // Values of different types are not equal, without error.
+                _ => Some(false),
+            },
+            Self::Compare(on, name, op, n) => match facts.attr(*on, name)? {
+                Attr::Long(a) => Some(match op {
+                    Compare::Lt => a < *n,
+                    Compare::Le => a <= *n,
+                    Compare::Gt => a > *n,
+                    Compare::Ge => a >= *n,
+                }),
+                _ => None, // absent or not a Long: an error
+            },
+            Self::HasScope(scope) => Some(facts.identity.scopes.iter().any(|s| s == scope)),
+            Self::InRange(net) => Some(net.contains(&facts.client)),
+        }
+    }
+}
+
+/// One policy, with what can set it aside.
+#[derive(Debug)]
+struct Entry {
+    policy: Policy,
+    principal: Scope,
+    resource: Scope,
+    tests: Vec<Test>,
+}
+
+impl Entry {
+    fn new(policy: &Policy, ip: &cedar_policy_core::ast::ExtensionFunction) -> Self {
+        let principal = match policy.principal_constraint() {
+            PrincipalConstraint::Any => Scope::Any,
+            PrincipalConstraint::Eq(e) => Scope::Eq(e),
+            PrincipalConstraint::In(e) => Scope::In(e),
+            PrincipalConstraint::Is(t) => Scope::Is(t),
+            PrincipalConstraint::IsIn(t, e) => Scope::IsIn(t, e),
+        };
+        let resource = match policy.resource_constraint() {
+            ResourceConstraint::Any => Scope::Any,
+            ResourceConstraint::Eq(e) => Scope::Eq(e),
+            ResourceConstraint::In(e) => Scope::In(e),
+            ResourceConstraint::Is(t) => Scope::Is(t),
+            ResourceConstraint::IsIn(t, e) => Scope::IsIn(t, e),
+        };
+        let tests = policy
+            .to_json()
+            .ok()
+            .map(|json| leading_tests(&json, ip))
+            .unwrap_or_default();
+        Self {
+            policy: policy.clone(),
+            principal,
+            resource,
+            tests,
+        }
+    }
+
+    /// Whether the policy can apply to the request (`false` only when it surely cannot).
+    fn may_apply(&self, facts: &Facts<'_>) -> bool {
+        if !self
+            .principal
+            .holds(facts.principal, facts.principal_ancestors)
+            || !self
+                .resource
+                .holds(facts.resource, facts.resource_ancestors)
+        {
+            return false;
+        }
+        for test in &self.tests {
+            match test.eval(facts) {
+                Some(true) => {}
+                Some(false) => return false,
+                None => return true,
+            }
+        }
+        true
+    }
+}
+
+/// The tests at the head of a policy's first condition, if it is a `when`.
+fn leading_tests(policy: &Json, ip: &cedar_policy_core::ast::ExtensionFunction) -> Vec<Test> {
+    let Some(first) = policy
+        .get("conditions")
+        .and_then(Json::as_array)
+        .and_then(|c| c.first())
+    else {
+        return Vec::new();
+    };
+    if first.get("kind").and_then(Json::as_str) != Some("when") {
+        return Vec::new();
+    }
+    let Some(body) = first.get("body") else {
+        return Vec::new();
+    };
+    let mut conjuncts = Vec::new();
+    flatten_and(body, &mut conjuncts);
+    conjuncts
+        .into_iter()
+        .map_while(|c| test_of(c, ip))
+        .collect()
+}
+
+/// `a && b && c` (parsed `(a && b) && c`) as `[a, b, c]`, in evaluation order.
+fn flatten_and<'a>(expr: &'a Json, out: &mut Vec<&'a Json>) {
+    match expr.get("&&") {
+        Some(and) => {
+            if let (Some(left), Some(right)) = (and.get("left"), and.get("right")) {
+                flatten_and(left, out);
+                flatten_and(right, out);
+            } else {
+                out.push(expr);
+            }
+        }
+        None => out.push(expr),
+    }
+}
+
+/// `{"Var": name}`.
+fn is_var(expr: &Json, name: &str) -> bool {
+    expr.get("Var").and_then(Json::as_str) == Some(name)
+}
+
+/// `principal.a` or `resource.a`.
+fn attribute_of(expr: &Json) -> Option<(On, String)> {
+    let access = expr.get(".")?;
+    let left = access.get("left")?;
+    let on = if is_var(left, "principal") {
+        On::Principal
+    } else if is_var(left, "resource") {
+        On::Resource
+    } else {
+        return None;
+    };
+    Some((on, access.get("attr")?.as_str()?.to_owned()))
+}
+
+/// `context.name`.
+fn is_context_key(expr: &Json, name: &str) -> bool {
+    expr.get(".").is_some_and(|access| {
+        access.get("left").is_some_and(|l| is_var(l, "context"))
+            && access.get("attr").and_then(Json::as_str) == Some(name)
+    })
+}
+
+fn literal_of(expr: &Json) -> Option<Literal> {
+    match expr.get("Value")? {
+        Json::String(s) => Some(Literal::String(s.clone())),
+        Json::Bool(b) => Some(Literal::Bool(*b)),
+        Json::Number(n) => n.as_i64().map(Literal::Long),
+        _ => None,
+    }
+}
+
+fn test_of(expr: &Json, ip: &cedar_policy_core::ast::ExtensionFunction) -> Option<Test> {
+    let map = expr.as_object()?;
+    if map.len() != 1 {
+        return None;
+    }
+    let (op, args) = map.iter().next()?;
+    match op.as_str() {
+        "has" => {
+            let left = args.get("left")?;
+            let attr = args.get("attr")?.as_str()?.to_owned();
+            if is_var(left, "principal") {
+                Some(Test::Has(On::Principal, attr))
+            } else if is_var(left, "resource") {
+                Some(Test::Has(On::Resource, attr))
+            } else {
+                None
+            }
+        }
+        "==" => {
+            let (left, right) = (args.get("left")?, args.get("right")?);
+            let ((on, attr), literal) = match (attribute_of(left), literal_of(right)) {
+                (Some(a), Some(l)) => (a, l),
+                _ => (attribute_of(right)?, literal_of(left)?),
+            };
+            Some(Test::Eq(on, attr, literal))
+        }
+        "<" | "<=" | ">" | ">=" => {
+            let (on, attr) = attribute_of(args.get("left")?)?;
+            let Literal::Long(n) = literal_of(args.get("right")?)? else {
+                return None;
+            };
+            let compare = match op.as_str() {
+                "<" => Compare::Lt,
+                "<=" => Compare::Le,
+                ">" => Compare::Gt,
+                _ => Compare::Ge,
+            };
+            Some(Test::Compare(on, attr, compare, n))
+        }
+        "contains" => {
+            if !is_context_key(args.get("left")?, "scopes") {
+                return None;
+            }
+            match literal_of(args.get("right")?)? {
+                Literal::String(s) => Some(Test::HasScope(s)),
+                _ => None,
+            }
+        }
+        "isInRange" => {
+            let [address, range] = args.as_array()?.as_slice() else {
+                return None;
+            };
+            if !is_context_key(address, "ip") {
+                return None;
+            }
+            let [text] = range.get("ip")?.as_array()?.as_slice() else {
+                return None;
+            };
+            let text = text.get("Value")?.as_str()?;
+            in_range_test(text, ip)
+        }
+        _ => None,
+    }
+}
+
+/// `ip(text)` as a range, only where warden's reading of it is Cedar's: Cedar must accept
+/// it (a literal it refuses is an error at evaluation, which must stay), and the range
+/// must contain, for Cedar too, its first and last address and nothing just outside.
+fn in_range_test(text: &str, ip: &cedar_policy_core::ast::ExtensionFunction) -> Option<Test> {
+    use cedar_policy_core::ast::{PartialValue, Value};
+    let net: ipnet::IpNet = text
+        .parse()
+        .ok()
+        .or_else(|| text.parse::<IpAddr>().ok().map(ipnet::IpNet::from))?;
+    let cedar = |s: String| match ip.call(&[Value::from(smol_str::SmolStr::from(s))]) {
+        Ok(PartialValue::Value(v)) => Some(v),
+        _ => None,
+    };
+    let range = cedar(text.to_owned())?;
+    let first = net.network();
+    let last = net.broadcast();
+    let outside = [step(first, false), step(last, true)];
+    let in_range = |address: IpAddr| -> Option<bool> {
+        let value = cedar(address.to_string())?;
+        let extensions = cedar_policy_core::extensions::Extensions::all_available();
+        let name = cedar_policy_core::ast::Name::parse_unqualified_name("isInRange").ok()?;
+        match extensions
+            .func(&name)
+            .ok()?
+            .call(&[value, range.clone()])
+            .ok()?
+        {
+            PartialValue::Value(v) => match v.value_kind() {
+                cedar_policy_core::ast::ValueKind::Lit(cedar_policy_core::ast::Literal::Bool(
+                    b,
+                )) => Some(*b),
+                _ => None,
+            },
+            PartialValue::Residual(_) => None,
+        }
+    };
+    let agrees = in_range(first)? && in_range(last)?;
+    let outside_agree = outside
+        .into_iter()
+        .flatten()
+        .filter(|a| !net.contains(a))
+        .all(|a| in_range(a) == Some(false));
+    (agrees && outside_agree).then_some(Test::InRange(net))
+}
+
+/// The next or previous address, if any.
+fn step(address: IpAddr, up: bool) -> Option<IpAddr> {
+    match address {
+        IpAddr::V4(a) => {
+            let n = u32::from(a);
+            let n = if up {
+                n.checked_add(1)?
+            } else {
+                n.checked_sub(1)?
+            };
+            Some(IpAddr::V4(n.into()))
+        }
+        IpAddr::V6(a) => {
+            let n = u128::from(a);
+            let n = if up {
+                n.checked_add(1)?
+            } else {
+                n.checked_sub(1)?
+            };
+            Some(IpAddr::V6(n.into()))
+        }
+    }
+}
+
+/// A set of policies (one action's slice), indexed.
+pub(crate) struct IndexedSet {
+    /// The whole set, when no policy can be set aside.
+    pub all: Arc<PolicySet>,
+    entries: Vec<Entry>,
+    /// Whether any entry can be set aside at all (otherwise `all` is always the answer).
+    selective: bool,
+    id: u64,
+}
+
+impl std::fmt::Debug for IndexedSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IndexedSet")
+            .field("policies", &self.entries.len())
+            .field("selective", &self.selective)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Per thread: recently selected sets, by index and by the policies they hold.
+type Selected = HashMap<(u64, Vec<u64>), Arc<PolicySet>>;
+
+thread_local! {
+    static SELECTED: RefCell<Selected> = RefCell::new(HashMap::new());
+}
+
+/// At most this many selected sets are kept per thread.
+const MAX_SELECTED: usize = 256;
+
+impl IndexedSet {
+    /// Index `set`.
+    ///
+    /// # Errors
+    /// When Cedar's `ip` extension is missing.
+    pub fn new(set: PolicySet) -> Result<Self, String> {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+        let name = cedar_policy_core::ast::Name::parse_unqualified_name("ip")
+            .map_err(|e| e.to_string())?;
+        let ip = cedar_policy_core::extensions::Extensions::all_available()
+            .func(&name)
+            .map_err(|e| e.to_string())?;
+        let entries: Vec<Entry> = set.policies().map(|p| Entry::new(p, ip)).collect();
+        let selective = entries.iter().any(|e| {
+            !matches!(e.principal, Scope::Any)
+                || !matches!(e.resource, Scope::Any)
+                || !e.tests.is_empty()
+        });
+        Ok(Self {
+            all: Arc::new(set),
+            entries,
+            selective,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+        })
+    }
+
+    /// The policies that can apply to a request with these facts.
+    pub fn select(&self, facts: &Facts<'_>) -> Arc<PolicySet> {
+        if !self.selective {
+            return Arc::clone(&self.all);
+        }
+        let mut bits = vec![0u64; self.entries.len().div_ceil(64)];
+        let mut kept = 0;
+        for (i, entry) in self.entries.iter().enumerate() {
+            if entry.may_apply(facts) {
+                if let Some(word) = bits.get_mut(i / 64) {
+                    *word |= 1 << (i % 64);
+                }
+                kept += 1;
+            }
+        }
+        if kept == self.entries.len() {
+            return Arc::clone(&self.all);
+        }
+        let key = (self.id, bits);
+        if let Some(set) = SELECTED.with(|s| s.borrow().get(&key).cloned()) {
+            return set;
+        }
+        let mut set = PolicySet::new();
+        for (i, entry) in self.entries.iter().enumerate() {
+            let chosen = key.1.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0);
+            // Ids are unique in the source set; a failure keeps the whole set.
+            if chosen && set.add(entry.policy.clone()).is_err() {
+                return Arc::clone(&self.all);
+            }
+        }
+        let set = Arc::new(set);
+        SELECTED.with(|s| {
+            let mut selected = s.borrow_mut();
+            if selected.len() >= MAX_SELECTED {
+                selected.clear();
+            }
+            selected.insert(key, Arc::clone(&set));
+        });
+        set
+    }
+}
+
+/// The roles of an identity and their ancestors, as entity uids.
+pub(crate) fn ancestors_of_roles(
+    roles: &[String],
+    role_type: &EntityTypeName,
+    entities: &super::StaticEntities,
+) -> HashSet<EntityUid> {
+    let mut parents = HashSet::new();
+    for role in roles {
+        let uid =
+            EntityUid::from_type_name_and_id(role_type.clone(), cedar_policy::EntityId::new(role));
+        parents.extend(entities.ancestors(&uid).cloned());
+        parents.insert(uid);
+    }
+    parents
+}
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+
+    use super::*;
+
+    fn entry(text: &str) -> Entry {
+        let policy = Policy::from_str(text).unwrap();
+        let name = cedar_policy_core::ast::Name::parse_unqualified_name("ip").unwrap();
+        let ip = cedar_policy_core::extensions::Extensions::all_available()
+            .func(&name)
+            .unwrap();
+        Entry::new(&policy, ip)
+    }
+
+    #[test]
+    fn each_form_of_leading_test_is_recognised() {
+        let cases = [
+            (
+                r#"permit(principal, action, resource) when { principal has department && principal.department == "d1" && resource.level <= 3 && context.local.hour > 8 };"#,
+                3,
+            ),
+            (
+                r#"permit(principal, action, resource) when { "d1" == principal.department };"#,
+                1,
+            ),
+            (
+                r#"permit(principal, action, resource) when { resource has level && resource.level > 3 && !(principal in Role::"admin") };"#,
+                2,
+            ),
+            (
+                r#"permit(principal, action, resource) when { context.scopes.contains("s2") && principal.flag == true };"#,
+                2,
+            ),
+            (
+                r#"forbid(principal, action, resource) when { context.ip.isInRange(ip("10.1.0.0/16")) };"#,
+                1,
+            ),
+            (
+                r#"forbid(principal, action, resource) when { context.ip.isInRange(ip("2001:db8::/32")) && principal.n >= 2 };"#,
+                2,
+            ),
+            // An `unless` first, another variable, or a literal Cedar refuses: no test.
+            (
+                r#"forbid(principal, action, resource) unless { principal has department };"#,
+                0,
+            ),
+            (
+                r#"forbid(principal, action, resource) when { context.method == "GET" };"#,
+                0,
+            ),
+            (
+                r#"forbid(principal, action, resource) when { context.ip.isInRange(ip("10.01.0.0/16")) };"#,
+                0,
+            ),
+        ];
+        for (text, tests) in cases {
+            assert_eq!(
+                entry(text).tests.len(),
+                tests,
+                "{text}: {:?}",
+                entry(text).tests
+            );
+        }
+        let scoped =
+            entry(r#"permit(principal in Role::"a", action, resource is Doc in Folder::"f");"#);
+        assert!(matches!(scoped.principal, Scope::In(_)));
+        assert!(matches!(scoped.resource, Scope::IsIn(..)));
+    }
+
+    /// Not vacuous: a request evaluates only the policies that can apply to it.
+    #[test]
+    fn a_request_evaluates_only_what_can_apply() {
+        let text = r#"
+            permit(principal in Role::"viewer", action, resource);
+            permit(principal in Role::"admin", action, resource);
+            permit(principal, action, resource is Doc) when { principal has dept && principal.dept == "d1" };
+            permit(principal, action, resource is Doc) when { principal has dept && principal.dept == "d2" };
+            forbid(principal, action, resource) when { context.ip.isInRange(ip("10.0.0.0/8")) };
+            forbid(principal, action, resource) when { context.scopes.contains("banned") };
+            forbid(principal, action, resource) when { context.method == "DELETE" };
+        "#;
+        let set = IndexedSet::new(PolicySet::from_str(text).unwrap()).unwrap();
+        let identity = Identity {
+            subject: "alice".into(),
+            source: "idp".into(),
+            kind: crate::identity::CredentialKind::Bearer,
+            roles: vec!["viewer".into()],
+            scopes: vec!["read".into()],
+            token_id: None,
+            expires_at: None,
+            issued_at: None,
+            attributes: [("dept".to_owned(), serde_json::json!("d1"))].into(),
+        };
+        let uid = |s: &str| EntityUid::from_str(s).unwrap();
+        let principal = uid(r#"User::"alice""#);
+        let resource = uid(r#"Doc::"x""#);
+        let roles: HashSet<EntityUid> = [uid(r#"Role::"viewer""#)].into();
+        let none = HashSet::new();
+        let facts = |client: &str| Facts {
+            identity: &identity,
+            principal: &principal,
+            principal_ancestors: &roles,
+            resource: &resource,
+            resource_entity: None,
+            resource_ancestors: &none,
+            client: client.parse().unwrap(),
+        };
+        // The viewer grant, dept d1, and the forbid no test can decide.
+        assert_eq!(set.select(&facts("192.0.2.1")).policies().count(), 3);
+        // From 10/8 the address forbid can apply too; the same selection again is shared.
+        let first = set.select(&facts("10.1.2.3"));
+        assert_eq!(first.policies().count(), 4);
+        assert!(Arc::ptr_eq(&first, &set.select(&facts("10.9.9.9"))));
+    }
+}
