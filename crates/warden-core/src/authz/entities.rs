@@ -8,11 +8,19 @@
 //! from the verified identity), the closure of the conditions' literals (computed once, at
 //! load), and the closure of the action and the resource (a few lookups per request).
 //! Each static entity keeps the transitive ancestors Cedar computed at load, so the
-//! hierarchy of a subset is the hierarchy of the whole file.
+//! hierarchy of a subset is the hierarchy of the whole file, and a request's store is made
+//! without computing it again: the entities the policies name are one prepared store,
+//! copied per request (a table of shared pointers), and Cedar's core is told the hierarchy
+//! is closed (its public API would compute it on every request, which was a third of an
+//! authorization).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use cedar_policy::{Entities, Entity, EntityUid, PolicySet};
+use cedar_policy_core::ast;
+use cedar_policy_core::entities::{Entities as CoreEntities, NoEntitiesSchema, TCComputation};
+use cedar_policy_core::extensions::Extensions;
 use serde_json::Value;
 
 /// The entities file, prepared at load for per-request subsets.
@@ -21,9 +29,11 @@ pub(crate) struct StaticEntities {
     all: Entities,
     /// The entities each entity's attributes and tags refer to.
     refs: HashMap<EntityUid, Vec<EntityUid>>,
+    /// Each entity of the file, shared, for the stores of requests.
+    shared: HashMap<EntityUid, Arc<ast::Entity>>,
     /// The entities policy conditions name, and the entities those refer to: in every
     /// request.
-    base: Vec<Entity>,
+    base: CoreEntities,
     base_uids: HashSet<EntityUid>,
 }
 
@@ -31,7 +41,7 @@ impl std::fmt::Debug for StaticEntities {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StaticEntities")
             .field("entities", &self.all.len())
-            .field("base", &self.base.len())
+            .field("base", &self.base_uids.len())
             .finish_non_exhaustive()
     }
 }
@@ -53,10 +63,15 @@ impl StaticEntities {
                 refs.insert(entity.uid(), found);
             }
         }
+        let shared = all
+            .iter()
+            .map(|e| (e.uid(), Arc::new(e.as_ref().clone())))
+            .collect();
         let mut prepared = Self {
             all,
             refs,
-            base: Vec::new(),
+            shared,
+            base: CoreEntities::new(),
             base_uids: HashSet::new(),
         };
         let literals: Vec<EntityUid> = policies
@@ -67,7 +82,15 @@ impl StaticEntities {
         let mut base = Vec::new();
         let mut base_uids = HashSet::new();
         prepared.closure(literals, &mut base_uids, &mut base);
-        prepared.base = base;
+        // A subset of a checked file: no duplicates, hierarchy closed.
+        prepared.base = CoreEntities::new()
+            .add_entities(
+                base,
+                None::<&NoEntitiesSchema>,
+                TCComputation::AssumeAlreadyComputed,
+                Extensions::all_available(),
+            )
+            .unwrap_or_default();
         prepared.base_uids = base_uids;
         prepared
     }
@@ -85,6 +108,8 @@ impl StaticEntities {
     /// The entities of one request: `principal`, which replaces any entity of the file with
     /// its uid, the entities the policies name, and those the action and the resource lead to.
     ///
+    /// The principal's ancestors must be closed (its roles and all their ancestors).
+    ///
     /// # Errors
     /// When Cedar refuses the set (it never should: it is a subset of a checked file).
     pub fn for_request(
@@ -92,20 +117,24 @@ impl StaticEntities {
         principal: Entity,
         action: &EntityUid,
         resource: &EntityUid,
-    ) -> Result<Entities, String> {
+    ) -> Result<RequestEntities, String> {
         let principal_uid = principal.uid();
         let mut seen = HashSet::new();
         seen.insert(principal_uid.clone());
         let mut extra = Vec::new();
         self.closure([action.clone(), resource.clone()], &mut seen, &mut extra);
-        let replaced = self.base_uids.contains(&principal_uid);
-        let base = self
+        // Upserted: the principal replaces an entity of the file with its uid.
+        let entities = self
             .base
-            .iter()
-            .filter(|e| !replaced || e.uid() != principal_uid)
-            .cloned();
-        Entities::from_entities(std::iter::once(principal).chain(base).chain(extra), None)
-            .map_err(|e| e.to_string())
+            .clone()
+            .upsert_entities(
+                std::iter::once(Arc::new(principal.as_ref().clone())).chain(extra),
+                None::<&NoEntitiesSchema>,
+                TCComputation::AssumeAlreadyComputed,
+                Extensions::all_available(),
+            )
+            .map_err(|e| e.to_string())?;
+        Ok(RequestEntities(entities))
     }
 
     /// Add to `out` the entities of the file reachable from `seeds` through attributes and
@@ -114,22 +143,33 @@ impl StaticEntities {
         &self,
         seeds: impl IntoIterator<Item = EntityUid>,
         seen: &mut HashSet<EntityUid>,
-        out: &mut Vec<Entity>,
+        out: &mut Vec<Arc<ast::Entity>>,
     ) {
         let mut stack: Vec<EntityUid> = seeds.into_iter().collect();
         while let Some(uid) = stack.pop() {
             if self.base_uids.contains(&uid) || seen.contains(&uid) {
                 continue;
             }
-            let Some(entity) = self.all.get(&uid) else {
+            let Some(entity) = self.shared.get(&uid) else {
                 continue;
             };
             if let Some(next) = self.refs.get(&uid) {
                 stack.extend(next.iter().cloned());
             }
-            out.push(entity.clone());
+            out.push(Arc::clone(entity));
             seen.insert(uid);
         }
+    }
+}
+
+/// The entities of one request, as Cedar's public API takes them.
+pub(crate) struct RequestEntities(CoreEntities);
+
+impl RequestEntities {
+    /// The store, for [`cedar_policy::Authorizer::is_authorized`].
+    pub fn get(&self) -> &Entities {
+        use ref_cast::RefCast;
+        Entities::ref_cast(&self.0)
     }
 }
 
@@ -233,7 +273,7 @@ mod tests {
         let policies = PolicySet::from_str(POLICIES).unwrap();
         let all = Entities::from_json_str(FILE, None).unwrap();
         let prepared = StaticEntities::new(all.clone(), [&policies]);
-        let base: HashSet<String> = prepared.base.iter().map(|e| e.uid().to_string()).collect();
+        let base: HashSet<String> = prepared.base_uids.iter().map(ToString::to_string).collect();
         assert!(
             base.contains(r#"Team::"core""#) && base.contains(r#"User::"dave""#),
             "{base:?}"
@@ -254,6 +294,7 @@ mod tests {
                     let subset = prepared
                         .for_request(principal(roles), &action, &resource)
                         .unwrap();
+                    let subset = subset.get();
                     assert!(subset.len() < all.len() + 1);
                     let whole = all
                         .clone()
@@ -273,7 +314,7 @@ mod tests {
                         (r.decision() == Decision::Allow, errors)
                     };
                     assert_eq!(
-                        decide(&subset),
+                        decide(subset),
                         decide(&whole),
                         "{action} on {resource} with {roles:?}"
                     );
@@ -296,7 +337,7 @@ mod tests {
                 .for_request(principal(roles), &uid("Action", a), &r)
                 .unwrap();
             Authorizer::new()
-                .is_authorized(&request(a, r), &policies, &e)
+                .is_authorized(&request(a, r), &policies, e.get())
                 .decision()
                 == Decision::Allow
         };

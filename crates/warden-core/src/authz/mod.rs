@@ -168,9 +168,9 @@ impl Authorization {
             }
             None => (&self.policies, self.shadow.as_ref()),
         };
-        let verdict = self.run(policies, &request, &entities);
+        let verdict = self.run(policies, &request, entities.get());
         let shadow = shadow.and_then(|shadow| {
-            let candidate = self.run(shadow, &request, &entities);
+            let candidate = self.run(shadow, &request, entities.get());
             (candidate.allowed() != verdict.allowed()).then(|| ShadowDisagreement {
                 active_allowed: verdict.allowed(),
                 shadow_allowed: candidate.allowed(),
@@ -307,7 +307,7 @@ impl Authorization {
         parents: std::collections::HashSet<EntityUid>,
         action: &EntityUid,
         resource: &EntityUid,
-    ) -> Result<Entities, String> {
+    ) -> Result<entities::RequestEntities, String> {
         let mut attrs = HashMap::new();
         for (name, value) in &identity.attributes {
             attrs.insert(name.clone(), context::json_to_expr(value)?);
@@ -564,7 +564,7 @@ permit(principal, action, resource) when { principal in Role::"viewer" || princi
                     &resource,
                 )
                 .unwrap();
-            authz.run(&authz.policies, &request, &entities)
+            authz.run(&authz.policies, &request, entities.get())
         }
 
         fn sorted(verdict: Verdict) -> Verdict {
