@@ -35,6 +35,8 @@ pub(crate) struct StaticEntities {
     /// request.
     base: CoreEntities,
     base_uids: HashSet<EntityUid>,
+    /// Tells this file's per-thread values (principals) from another's.
+    id: u64,
 }
 
 impl std::fmt::Debug for StaticEntities {
@@ -73,6 +75,10 @@ impl StaticEntities {
             shared,
             base: CoreEntities::new(),
             base_uids: HashSet::new(),
+            id: {
+                static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+                NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            },
         };
         let literals: Vec<EntityUid> = policies
             .into_iter()
@@ -95,6 +101,11 @@ impl StaticEntities {
         prepared
     }
 
+    /// This prepared file's id, unique in the process.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
     /// An entity of the file.
     pub fn get(&self, uid: &EntityUid) -> Option<&Entity> {
         self.all.get(uid)
@@ -114,13 +125,13 @@ impl StaticEntities {
     /// When Cedar refuses the set (it never should: it is a subset of a checked file).
     pub fn for_request(
         &self,
-        principal: Entity,
+        principal: Arc<ast::Entity>,
         action: &EntityUid,
         resource: &EntityUid,
     ) -> Result<RequestEntities, String> {
-        let principal_uid = principal.uid();
+        let principal_uid = EntityUid::from(principal.uid().clone());
         let mut seen = HashSet::new();
-        seen.insert(principal_uid.clone());
+        seen.insert(principal_uid);
         let mut extra = Vec::new();
         self.closure([action.clone(), resource.clone()], &mut seen, &mut extra);
         // Upserted: the principal replaces an entity of the file with its uid.
@@ -128,7 +139,7 @@ impl StaticEntities {
             .base
             .clone()
             .upsert_entities(
-                std::iter::once(Arc::new(principal.as_ref().clone())).chain(extra),
+                std::iter::once(principal).chain(extra),
                 None::<&NoEntitiesSchema>,
                 TCComputation::AssumeAlreadyComputed,
                 Extensions::all_available(),
@@ -292,7 +303,11 @@ mod tests {
                 for roles in [&["admin"][..], &["staff"], &[]] {
                     let action = uid("Action", action);
                     let subset = prepared
-                        .for_request(principal(roles), &action, &resource)
+                        .for_request(
+                            Arc::new(principal(roles).as_ref().clone()),
+                            &action,
+                            &resource,
+                        )
                         .unwrap();
                     let subset = subset.get();
                     assert!(subset.len() < all.len() + 1);
@@ -334,7 +349,11 @@ mod tests {
         };
         let allowed = |a: &str, r: EntityUid, roles: &[&str]| {
             let e = prepared
-                .for_request(principal(roles), &uid("Action", a), &r)
+                .for_request(
+                    Arc::new(principal(roles).as_ref().clone()),
+                    &uid("Action", a),
+                    &r,
+                )
                 .unwrap();
             Authorizer::new()
                 .is_authorized(&request(a, r), &policies, e.get())

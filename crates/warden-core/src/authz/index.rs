@@ -538,22 +538,6 @@ impl IndexedSet {
     }
 }
 
-/// The roles of an identity and their ancestors, as entity uids.
-pub(crate) fn ancestors_of_roles(
-    roles: &[String],
-    role_type: &EntityTypeName,
-    entities: &super::StaticEntities,
-) -> HashSet<EntityUid> {
-    let mut parents = HashSet::new();
-    for role in roles {
-        let uid =
-            EntityUid::from_type_name_and_id(role_type.clone(), cedar_policy::EntityId::new(role));
-        parents.extend(entities.ancestors(&uid).cloned());
-        parents.insert(uid);
-    }
-    parents
-}
-
 #[cfg(test)]
 mod tests {
     use std::str::FromStr;

@@ -10,13 +10,15 @@ mod context;
 mod entities;
 mod index;
 mod load;
+mod principal;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use cedar_policy::{
-    Authorizer as CedarAuthorizer, Context, Decision as CedarDecision, Entities, Entity, EntityId,
+    Authorizer as CedarAuthorizer, Context, Decision as CedarDecision, Entities, EntityId,
     EntityTypeName, EntityUid, PolicyId, PolicySet, Request, Schema,
 };
 
@@ -128,16 +130,22 @@ impl Authorization {
                 );
             }
         };
-        let parents =
-            index::ancestors_of_roles(&input.identity.roles, &self.role_type, &self.entities);
-        let principal = self.principal(input.identity);
-        let entities = match self.entities_for(
+        let principal = principal::principal(
             input.identity,
-            &principal,
-            parents.clone(),
-            &input.target.action,
-            &resource,
-        ) {
+            &self.principal_type,
+            &self.role_type,
+            &self.entities,
+        );
+        // The principal comes from the verified identity; an entity of the same uid in the
+        // entities file is replaced for this request.
+        let (principal, entities) = match principal.and_then(|p| {
+            let entities = self.entities.for_request(
+                Arc::clone(&p.entity),
+                &input.target.action,
+                &resource,
+            )?;
+            Ok((p, entities))
+        }) {
             Ok(e) => e,
             Err(error) => {
                 return (
@@ -155,8 +163,8 @@ impl Authorization {
                     self.entities.ancestors(&resource).cloned().collect();
                 let facts = index::Facts {
                     identity: input.identity,
-                    principal: &principal,
-                    principal_ancestors: &parents,
+                    principal: &principal.uid,
+                    principal_ancestors: &principal.ancestors,
                     resource: &resource,
                     resource_entity: self.entities.get(&resource),
                     resource_ancestors: &resource_ancestors,
@@ -295,32 +303,6 @@ impl Authorization {
             None,
         )
         .map_err(|e| e.to_string())
-    }
-
-    /// The request's entities. `parents` are the principal's roles and, since the principal
-    /// joins a store whose hierarchy is already closed, every ancestor of the roles in the
-    /// entities file.
-    fn entities_for(
-        &self,
-        identity: &Identity,
-        principal: &EntityUid,
-        parents: std::collections::HashSet<EntityUid>,
-        action: &EntityUid,
-        resource: &EntityUid,
-    ) -> Result<entities::RequestEntities, String> {
-        let mut attrs = HashMap::new();
-        for (name, value) in &identity.attributes {
-            attrs.insert(name.clone(), context::json_to_expr(value)?);
-        }
-        attrs.insert(
-            "source".to_owned(),
-            cedar_policy::RestrictedExpression::new_string(identity.source.to_string()),
-        );
-        let principal =
-            Entity::new(principal.clone(), attrs, parents).map_err(|e| e.to_string())?;
-        // The principal comes from the verified identity; an entity of the same uid in the
-        // entities file is replaced for this request.
-        self.entities.for_request(principal, action, resource)
     }
 }
 
@@ -552,19 +534,32 @@ permit(principal, action, resource) when { principal in Role::"viewer" || princi
             let Ok(request) = authz.request(input, resource.clone()) else {
                 return Verdict::Errors { errors: vec![] };
             };
-            let parents =
-                index::ancestors_of_roles(&input.identity.roles, &authz.role_type, &authz.entities);
-            let principal = authz.principal(input.identity);
-            let entities = authz
-                .entities_for(
-                    input.identity,
-                    &principal,
-                    parents,
-                    &input.target.action,
-                    &resource,
-                )
+            // The whole file, the principal upserted, the hierarchy computed by Cedar.
+            let uid = |t: &str, id: &str| {
+                EntityUid::from_type_name_and_id(type_name(t).unwrap(), EntityId::new(id))
+            };
+            let mut attrs = HashMap::new();
+            for (name, value) in &input.identity.attributes {
+                attrs.insert(name.clone(), context::json_to_expr(value).unwrap());
+            }
+            attrs.insert(
+                "source".to_owned(),
+                cedar_policy::RestrictedExpression::new_string(input.identity.source.to_string()),
+            );
+            let parents = input
+                .identity
+                .roles
+                .iter()
+                .map(|r| uid("Role", r))
+                .collect();
+            let principal =
+                cedar_policy::Entity::new(uid("User", &input.identity.subject), attrs, parents)
+                    .unwrap();
+            let entities = Entities::from_json_str(ENTITIES, None)
+                .unwrap()
+                .upsert_entities([principal], None)
                 .unwrap();
-            authz.run(&authz.policies, &request, entities.get())
+            authz.run(&authz.policies, &request, &entities)
         }
 
         fn sorted(verdict: Verdict) -> Verdict {
