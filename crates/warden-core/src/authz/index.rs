@@ -180,6 +180,20 @@ struct Entry {
     principal: Scope,
     resource: Scope,
     tests: Vec<Test>,
+    /// No `when` or `unless`: the scope alone decides it (its action scope already held).
+    unconditional: bool,
+    permit: bool,
+}
+
+/// What the index makes of a policy for one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    /// False for the request, without error.
+    Skipped,
+    /// Only Cedar can say.
+    Evaluated,
+    /// True for the request, without error: its scope holds and it has no condition.
+    Satisfied,
 }
 
 impl Entry {
@@ -198,21 +212,28 @@ impl Entry {
             ResourceConstraint::Is(t) => Scope::Is(t),
             ResourceConstraint::IsIn(t, e) => Scope::IsIn(t, e),
         };
-        let tests = policy
-            .to_json()
-            .ok()
-            .map(|json| leading_tests(&json, ip))
+        let json = policy.to_json().ok();
+        let tests = json
+            .as_ref()
+            .map(|json| leading_tests(json, ip))
             .unwrap_or_default();
+        let unconditional = json
+            .as_ref()
+            .and_then(|j| j.get("conditions"))
+            .and_then(Json::as_array)
+            .is_some_and(Vec::is_empty);
         Self {
             policy: policy.clone(),
             principal,
             resource,
             tests,
+            unconditional,
+            permit: policy.effect() == cedar_policy::Effect::Permit,
         }
     }
 
-    /// Whether the policy can apply to the request (`false` only when it surely cannot).
-    fn may_apply(&self, facts: &Facts<'_>) -> bool {
+    /// What the policy is for the request.
+    fn fate(&self, facts: &Facts<'_>) -> Fate {
         if !self
             .principal
             .holds(facts.principal, facts.principal_ancestors)
@@ -220,16 +241,19 @@ impl Entry {
                 .resource
                 .holds(facts.resource, facts.resource_ancestors)
         {
-            return false;
+            return Fate::Skipped;
+        }
+        if self.unconditional {
+            return Fate::Satisfied;
         }
         for test in &self.tests {
             match test.eval(facts) {
                 Some(true) => {}
-                Some(false) => return false,
-                None => return true,
+                Some(false) => return Fate::Skipped,
+                None => return Fate::Evaluated,
             }
         }
-        true
+        Fate::Evaluated
     }
 }
 
@@ -443,8 +467,8 @@ fn step(address: IpAddr, up: bool) -> Option<IpAddr> {
 
 /// A set of policies (one action's slice), indexed.
 pub(crate) struct IndexedSet {
-    /// The whole set, when no policy can be set aside.
-    pub all: Arc<PolicySet>,
+    /// The whole set for Cedar, when the index can decide no policy.
+    all: Arc<Selection>,
     entries: Vec<Entry>,
     /// Whether any entry can be set aside at all (otherwise `all` is always the answer).
     selective: bool,
@@ -460,14 +484,23 @@ impl std::fmt::Debug for IndexedSet {
     }
 }
 
-/// Per thread: recently selected sets, by index and by the policies they hold.
-type Selected = HashMap<(u64, Vec<u64>), Arc<PolicySet>>;
+/// The policies of one request: those Cedar must evaluate, and those the index found
+/// satisfied (by their scope alone), which Cedar would have found satisfied too.
+#[derive(Debug)]
+pub(crate) struct Selection {
+    pub cedar: Arc<PolicySet>,
+    pub satisfied_permits: Vec<String>,
+    pub satisfied_forbids: Vec<String>,
+}
+
+/// Per thread: recent selections, by index and by each policy's fate.
+type Selected = HashMap<(u64, Vec<u64>), Arc<Selection>>;
 
 thread_local! {
     static SELECTED: RefCell<Selected> = RefCell::new(HashMap::new());
 }
 
-/// At most this many selected sets are kept per thread.
+/// At most this many selections are kept per thread.
 const MAX_SELECTED: usize = 256;
 
 impl IndexedSet {
@@ -487,54 +520,83 @@ impl IndexedSet {
             !matches!(e.principal, Scope::Any)
                 || !matches!(e.resource, Scope::Any)
                 || !e.tests.is_empty()
+                || e.unconditional
+        });
+        let all = Arc::new(Selection {
+            cedar: Arc::new(set),
+            satisfied_permits: Vec::new(),
+            satisfied_forbids: Vec::new(),
         });
         Ok(Self {
-            all: Arc::new(set),
+            all,
             entries,
             selective,
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
         })
     }
 
-    /// The policies that can apply to a request with these facts.
-    pub fn select(&self, facts: &Facts<'_>) -> Arc<PolicySet> {
+    /// The policies of a request with these facts.
+    pub fn select(&self, facts: &Facts<'_>) -> Arc<Selection> {
         if !self.selective {
             return Arc::clone(&self.all);
         }
-        let mut bits = vec![0u64; self.entries.len().div_ceil(64)];
-        let mut kept = 0;
+        // Two bits per policy: evaluated, satisfied (neither: skipped).
+        let mut bits = vec![0u64; (2 * self.entries.len()).div_ceil(64)];
+        let mut evaluated = 0;
         for (i, entry) in self.entries.iter().enumerate() {
-            if entry.may_apply(facts) {
-                if let Some(word) = bits.get_mut(i / 64) {
-                    *word |= 1 << (i % 64);
+            let bit = match entry.fate(facts) {
+                Fate::Skipped => continue,
+                Fate::Evaluated => {
+                    evaluated += 1;
+                    2 * i
                 }
-                kept += 1;
+                Fate::Satisfied => 2 * i + 1,
+            };
+            if let Some(word) = bits.get_mut(bit / 64) {
+                *word |= 1 << (bit % 64);
             }
         }
-        if kept == self.entries.len() {
+        if evaluated == self.entries.len() {
             return Arc::clone(&self.all);
         }
         let key = (self.id, bits);
-        if let Some(set) = SELECTED.with(|s| s.borrow().get(&key).cloned()) {
-            return set;
+        if let Some(selection) = SELECTED.with(|s| s.borrow().get(&key).cloned()) {
+            return selection;
         }
-        let mut set = PolicySet::new();
+        let set = |bit: usize| {
+            key.1
+                .get(bit / 64)
+                .is_some_and(|w| w & (1 << (bit % 64)) != 0)
+        };
+        let mut cedar = PolicySet::new();
+        let (mut satisfied_permits, mut satisfied_forbids) = (Vec::new(), Vec::new());
         for (i, entry) in self.entries.iter().enumerate() {
-            let chosen = key.1.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0);
             // Ids are unique in the source set; a failure keeps the whole set.
-            if chosen && set.add(entry.policy.clone()).is_err() {
+            if set(2 * i) && cedar.add(entry.policy.clone()).is_err() {
                 return Arc::clone(&self.all);
             }
+            if set(2 * i + 1) {
+                let id = entry.policy.id().to_string();
+                if entry.permit {
+                    satisfied_permits.push(id);
+                } else {
+                    satisfied_forbids.push(id);
+                }
+            }
         }
-        let set = Arc::new(set);
+        let selection = Arc::new(Selection {
+            cedar: Arc::new(cedar),
+            satisfied_permits,
+            satisfied_forbids,
+        });
         SELECTED.with(|s| {
             let mut selected = s.borrow_mut();
             if selected.len() >= MAX_SELECTED {
                 selected.clear();
             }
-            selected.insert(key, Arc::clone(&set));
+            selected.insert(key, Arc::clone(&selection));
         });
-        set
+        selection
     }
 }
 
@@ -646,11 +708,15 @@ mod tests {
             resource_ancestors: &none,
             client: client.parse().unwrap(),
         };
-        // The viewer grant, dept d1, and the forbid no test can decide.
-        assert_eq!(set.select(&facts("192.0.2.1")).policies().count(), 3);
+        // The viewer grant is satisfied by its scope; Cedar evaluates dept d1 and the
+        // forbid no test can decide.
+        let selection = set.select(&facts("192.0.2.1"));
+        assert_eq!(selection.cedar.policies().count(), 2);
+        assert_eq!(selection.satisfied_permits.len(), 1);
+        assert!(selection.satisfied_forbids.is_empty());
         // From 10/8 the address forbid can apply too; the same selection again is shared.
         let first = set.select(&facts("10.1.2.3"));
-        assert_eq!(first.policies().count(), 4);
+        assert_eq!(first.cedar.policies().count(), 3);
         assert!(Arc::ptr_eq(&first, &set.select(&facts("10.9.9.9"))));
     }
 }

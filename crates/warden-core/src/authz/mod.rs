@@ -68,6 +68,15 @@ pub(crate) struct RouteTarget {
     pub resource_id: String,
 }
 
+/// The policies a request is decided by.
+#[derive(Clone, Copy)]
+enum Selected<'a> {
+    /// Every policy, to Cedar.
+    All(&'a PolicySet),
+    /// What the index selected.
+    Indexed(&'a index::Selection),
+}
+
 /// The facts of one request that authorization looks at.
 #[derive(Debug)]
 pub(crate) struct AuthzInput<'a> {
@@ -172,13 +181,19 @@ impl Authorization {
                 };
                 selected = policies.select(&facts);
                 selected_shadow = shadow.as_ref().map(|s| s.select(&facts));
-                (&*selected, selected_shadow.as_deref())
+                (
+                    Selected::Indexed(&selected),
+                    selected_shadow.as_deref().map(Selected::Indexed),
+                )
             }
-            None => (&self.policies, self.shadow.as_ref()),
+            None => (
+                Selected::All(&self.policies),
+                self.shadow.as_ref().map(Selected::All),
+            ),
         };
-        let verdict = self.run(policies, &request, entities.get());
+        let verdict = self.decide(policies, &request, entities.get());
         let shadow = shadow.and_then(|shadow| {
-            let candidate = self.run(shadow, &request, entities.get());
+            let candidate = self.decide(shadow, &request, entities.get());
             (candidate.allowed() != verdict.allowed()).then(|| ShadowDisagreement {
                 active_allowed: verdict.allowed(),
                 shadow_allowed: candidate.allowed(),
@@ -247,6 +262,41 @@ impl Authorization {
             ..*input
         };
         matches!(self.evaluate(&input).0, Verdict::Allow { .. })
+    }
+
+    /// Cedar's verdict over the selected policies, with the ones the index found satisfied.
+    fn decide(&self, selected: Selected<'_>, request: &Request, entities: &Entities) -> Verdict {
+        let selection = match selected {
+            Selected::All(policies) => return self.run(policies, request, entities),
+            Selected::Indexed(selection) => selection,
+        };
+        let cedar = if selection.cedar.is_empty() {
+            Verdict::NoPermit // no policy, no reason, no error
+        } else {
+            self.run(&selection.cedar, request, entities)
+        };
+        let (permits, forbids) = (&selection.satisfied_permits, &selection.satisfied_forbids);
+        match cedar {
+            // Errors deny whatever else was satisfied.
+            Verdict::Errors { errors } => Verdict::Errors { errors },
+            Verdict::Forbidden { mut policies } => {
+                policies.extend(forbids.iter().cloned());
+                Verdict::Forbidden { policies }
+            }
+            Verdict::Allow { .. } | Verdict::NoPermit if !forbids.is_empty() => {
+                Verdict::Forbidden {
+                    policies: forbids.clone(),
+                }
+            }
+            Verdict::Allow { mut policies } => {
+                policies.extend(permits.iter().cloned());
+                Verdict::Allow { policies }
+            }
+            Verdict::NoPermit if !permits.is_empty() => Verdict::Allow {
+                policies: permits.clone(),
+            },
+            Verdict::NoPermit => Verdict::NoPermit,
+        }
     }
 
     fn run(&self, policies: &PolicySet, request: &Request, entities: &Entities) -> Verdict {
