@@ -33,25 +33,81 @@ use serde_json::Value as Json;
 
 use crate::identity::Identity;
 
-/// A scope test on the principal or the resource.
+/// A scope test on the principal or the resource. An `in` names its entity by a number
+/// of the index, under which a request remembers the answer (many policies name one role).
 #[derive(Debug, Clone)]
 enum Scope {
     Any,
     Eq(EntityUid),
-    In(EntityUid),
+    In(EntityUid, usize),
     Is(EntityTypeName),
-    IsIn(EntityTypeName, EntityUid),
+    IsIn(EntityTypeName, EntityUid, usize),
 }
 
 impl Scope {
-    fn holds(&self, uid: &EntityUid, ancestors: &HashSet<EntityUid>) -> bool {
+    fn of(
+        constraint: (Option<EntityTypeName>, Option<EntityUid>, bool),
+        number: &mut impl FnMut(&EntityUid) -> usize,
+    ) -> Self {
+        match constraint {
+            (None, None, _) => Self::Any,
+            (None, Some(e), false) => Self::Eq(e),
+            (None, Some(e), true) => {
+                let n = number(&e);
+                Self::In(e, n)
+            }
+            (Some(t), None, _) => Self::Is(t),
+            (Some(t), Some(e), _) => {
+                let n = number(&e);
+                Self::IsIn(t, e, n)
+            }
+        }
+    }
+
+    /// `known[n]`: 0 not yet asked, 1 false, 2 true.
+    fn holds(&self, uid: &EntityUid, ancestors: &HashSet<EntityUid>, known: &mut [u8]) -> bool {
+        let mut is_in = |e: &EntityUid, n: usize| match known.get(n).copied() {
+            Some(2) => true,
+            Some(1) => false,
+            _ => {
+                let answer = e == uid || ancestors.contains(e);
+                if let Some(slot) = known.get_mut(n) {
+                    *slot = if answer { 2 } else { 1 };
+                }
+                answer
+            }
+        };
         match self {
             Self::Any => true,
             Self::Eq(e) => e == uid,
-            Self::In(e) => e == uid || ancestors.contains(e),
+            Self::In(e, n) => is_in(e, *n),
             Self::Is(t) => uid.type_name() == t,
-            Self::IsIn(t, e) => uid.type_name() == t && (e == uid || ancestors.contains(e)),
+            Self::IsIn(t, e, n) => uid.type_name() == t && is_in(e, *n),
         }
+    }
+}
+
+/// What one request's selection has looked up already.
+struct Memo {
+    principal_in: Vec<u8>,
+    resource_in: Vec<u8>,
+    attrs: Vec<(On, String, Option<Attr>)>,
+}
+
+impl Memo {
+    fn attr(&mut self, facts: &Facts<'_>, on: On, name: &str) -> Option<&Attr> {
+        let found = self
+            .attrs
+            .iter()
+            .position(|(o, n, _)| *o == on && n == name);
+        let at = match found {
+            Some(at) => at,
+            None => {
+                self.attrs.push((on, name.to_owned(), facts.attr(on, name)));
+                self.attrs.len() - 1
+            }
+        };
+        self.attrs.get(at).and_then(|(_, _, attr)| attr.as_ref())
     }
 }
 
@@ -89,6 +145,7 @@ enum Test {
 }
 
 /// An attribute as the tests see it.
+#[derive(Debug, Clone)]
 enum Attr {
     Absent,
     String(String),
@@ -147,19 +204,19 @@ impl Facts<'_> {
 
 impl Test {
     /// `Some(value)` when the test is decided exactly and without error; `None` otherwise.
-    fn eval(&self, facts: &Facts<'_>) -> Option<bool> {
+    fn eval(&self, facts: &Facts<'_>, memo: &mut Memo) -> Option<bool> {
         match self {
-            Self::Has(on, name) => Some(!matches!(facts.attr(*on, name)?, Attr::Absent)),
-            Self::Eq(on, name, literal) => match (facts.attr(*on, name)?, literal) {
+            Self::Has(on, name) => Some(!matches!(memo.attr(facts, *on, name)?, Attr::Absent)),
+            Self::Eq(on, name, literal) => match (memo.attr(facts, *on, name)?, literal) {
                 (Attr::Absent, _) => None, // Cedar: an error
-                (Attr::String(a), Literal::String(b)) => Some(a == *b),
-                (Attr::Long(a), Literal::Long(b)) => Some(a == *b),
-                (Attr::Bool(a), Literal::Bool(b)) => Some(a == *b),
+                (Attr::String(a), Literal::String(b)) => Some(a == b),
+                (Attr::Long(a), Literal::Long(b)) => Some(a == b),
+                (Attr::Bool(a), Literal::Bool(b)) => Some(a == b),
                 // Values of different types are not equal, without error.
                 _ => Some(false),
             },
-            Self::Compare(on, name, op, n) => match facts.attr(*on, name)? {
-                Attr::Long(a) => Some(match op {
+            Self::Compare(on, name, op, n) => match memo.attr(facts, *on, name)? {
+                &Attr::Long(a) => Some(match op {
                     Compare::Lt => a < *n,
                     Compare::Le => a <= *n,
                     Compare::Gt => a > *n,
@@ -197,21 +254,32 @@ enum Fate {
 }
 
 impl Entry {
-    fn new(policy: &Policy, ip: &cedar_policy_core::ast::ExtensionFunction) -> Self {
-        let principal = match policy.principal_constraint() {
-            PrincipalConstraint::Any => Scope::Any,
-            PrincipalConstraint::Eq(e) => Scope::Eq(e),
-            PrincipalConstraint::In(e) => Scope::In(e),
-            PrincipalConstraint::Is(t) => Scope::Is(t),
-            PrincipalConstraint::IsIn(t, e) => Scope::IsIn(t, e),
-        };
-        let resource = match policy.resource_constraint() {
-            ResourceConstraint::Any => Scope::Any,
-            ResourceConstraint::Eq(e) => Scope::Eq(e),
-            ResourceConstraint::In(e) => Scope::In(e),
-            ResourceConstraint::Is(t) => Scope::Is(t),
-            ResourceConstraint::IsIn(t, e) => Scope::IsIn(t, e),
-        };
+    fn new(
+        policy: &Policy,
+        ip: &cedar_policy_core::ast::ExtensionFunction,
+        principals: &mut impl FnMut(&EntityUid) -> usize,
+        resources: &mut impl FnMut(&EntityUid) -> usize,
+    ) -> Self {
+        let principal = Scope::of(
+            match policy.principal_constraint() {
+                PrincipalConstraint::Any => (None, None, false),
+                PrincipalConstraint::Eq(e) => (None, Some(e), false),
+                PrincipalConstraint::In(e) => (None, Some(e), true),
+                PrincipalConstraint::Is(t) => (Some(t), None, false),
+                PrincipalConstraint::IsIn(t, e) => (Some(t), Some(e), true),
+            },
+            principals,
+        );
+        let resource = Scope::of(
+            match policy.resource_constraint() {
+                ResourceConstraint::Any => (None, None, false),
+                ResourceConstraint::Eq(e) => (None, Some(e), false),
+                ResourceConstraint::In(e) => (None, Some(e), true),
+                ResourceConstraint::Is(t) => (Some(t), None, false),
+                ResourceConstraint::IsIn(t, e) => (Some(t), Some(e), true),
+            },
+            resources,
+        );
         let json = policy.to_json().ok();
         let tests = json
             .as_ref()
@@ -233,21 +301,23 @@ impl Entry {
     }
 
     /// What the policy is for the request.
-    fn fate(&self, facts: &Facts<'_>) -> Fate {
-        if !self
-            .principal
-            .holds(facts.principal, facts.principal_ancestors)
-            || !self
-                .resource
-                .holds(facts.resource, facts.resource_ancestors)
-        {
+    fn fate(&self, facts: &Facts<'_>, memo: &mut Memo) -> Fate {
+        if !self.principal.holds(
+            facts.principal,
+            facts.principal_ancestors,
+            &mut memo.principal_in,
+        ) || !self.resource.holds(
+            facts.resource,
+            facts.resource_ancestors,
+            &mut memo.resource_in,
+        ) {
             return Fate::Skipped;
         }
         if self.unconditional {
             return Fate::Satisfied;
         }
         for test in &self.tests {
-            match test.eval(facts) {
+            match test.eval(facts, memo) {
                 Some(true) => {}
                 Some(false) => return Fate::Skipped,
                 None => return Fate::Evaluated,
@@ -470,6 +540,8 @@ pub(crate) struct IndexedSet {
     /// The whole set for Cedar, when the index can decide no policy.
     all: Arc<Selection>,
     entries: Vec<Entry>,
+    /// How many entities principal and resource `in` scopes name.
+    scope_entities: (usize, usize),
     /// Whether any entry can be set aside at all (otherwise `all` is always the answer).
     selective: bool,
     id: u64,
@@ -515,7 +587,19 @@ impl IndexedSet {
         let ip = cedar_policy_core::extensions::Extensions::all_available()
             .func(&name)
             .map_err(|e| e.to_string())?;
-        let entries: Vec<Entry> = set.policies().map(|p| Entry::new(p, ip)).collect();
+        let (mut principals, mut resources) = (HashMap::new(), HashMap::new());
+        let number = |numbers: &mut HashMap<EntityUid, usize>, uid: &EntityUid| {
+            let next = numbers.len();
+            *numbers.entry(uid.clone()).or_insert(next)
+        };
+        let entries: Vec<Entry> = set
+            .policies()
+            .map(|p| {
+                Entry::new(p, ip, &mut |uid| number(&mut principals, uid), &mut |uid| {
+                    number(&mut resources, uid)
+                })
+            })
+            .collect();
         let selective = entries.iter().any(|e| {
             !matches!(e.principal, Scope::Any)
                 || !matches!(e.resource, Scope::Any)
@@ -530,6 +614,7 @@ impl IndexedSet {
         Ok(Self {
             all,
             entries,
+            scope_entities: (principals.len(), resources.len()),
             selective,
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
         })
@@ -543,8 +628,13 @@ impl IndexedSet {
         // Two bits per policy: evaluated, satisfied (neither: skipped).
         let mut bits = vec![0u64; (2 * self.entries.len()).div_ceil(64)];
         let mut evaluated = 0;
+        let mut memo = Memo {
+            principal_in: vec![0; self.scope_entities.0],
+            resource_in: vec![0; self.scope_entities.1],
+            attrs: Vec::new(),
+        };
         for (i, entry) in self.entries.iter().enumerate() {
-            let bit = match entry.fate(facts) {
+            let bit = match entry.fate(facts, &mut memo) {
                 Fate::Skipped => continue,
                 Fate::Evaluated => {
                     evaluated += 1;
@@ -612,7 +702,13 @@ mod tests {
         let ip = cedar_policy_core::extensions::Extensions::all_available()
             .func(&name)
             .unwrap();
-        Entry::new(&policy, ip)
+        let mut n = 0;
+        let mut number = |_: &EntityUid| {
+            n += 1;
+            n
+        };
+        let mut other = |_: &EntityUid| 0;
+        Entry::new(&policy, ip, &mut number, &mut other)
     }
 
     #[test]
@@ -666,7 +762,7 @@ mod tests {
         }
         let scoped =
             entry(r#"permit(principal in Role::"a", action, resource is Doc in Folder::"f");"#);
-        assert!(matches!(scoped.principal, Scope::In(_)));
+        assert!(matches!(scoped.principal, Scope::In(..)));
         assert!(matches!(scoped.resource, Scope::IsIn(..)));
     }
 
