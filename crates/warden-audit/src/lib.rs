@@ -1,0 +1,133 @@
+//! warden-audit: audit any HTTP API for broken access control and status-code misuse, in
+//! the spirit of Autorize and AuthMatrix, as a command that runs in CI (`warden audit`).
+//!
+//! - [`rules`]: the rules, written once: [`rules::answer`] judges one answer (what
+//!   `warden probe` prints), [`rules::matrix`] judges every identity's answers to every
+//!   operation (BFLA, BOLA, existence leaks, ignored authentication).
+//! - [`openapi`] and [`har`] read what to ask; [`identity`] who asks; [`expect`] who may.
+//! - [`run`] plans the requests within the safety limits and sends them.
+//! - [`report`] renders the result as a table, JSON, JUnit XML or HTML.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), warden_audit::error::AuditError> {
+//! use std::path::Path;
+//! let operations = warden_audit::openapi::parse(
+//!     r#"{"openapi":"3.0.3","paths":{"/me":{"get":{"security":[{"bearer":[]}]}}}}"#,
+//!     Path::new("api.json"),
+//! )?;
+//! let audit = warden_audit::Audit {
+//!     base: "http://127.0.0.1:8080".parse().map_err(|_| warden_audit::error::AuditError::Usage("url".into()))?,
+//!     identities: vec![warden_audit::identity::parse("anon")?, warden_audit::identity::Identity::forged()],
+//!     operations,
+//!     expectations: Default::default(),
+//!     limits: warden_audit::run::Limits {
+//!         hosts: vec!["127.0.0.1".into()],
+//!         rate: 5.0,
+//!         budget: 100,
+//!         allow_unsafe: false,
+//!         timeout: std::time::Duration::from_secs(10),
+//!     },
+//! };
+//! let report = audit.run().await?;
+//! println!("{}", warden_audit::report::text(&report));
+//! # Ok(()) }
+//! ```
+
+pub mod cli;
+pub mod error;
+pub mod expect;
+pub mod har;
+pub mod identity;
+pub mod openapi;
+pub mod operation;
+pub mod report;
+pub mod rules;
+pub mod run;
+
+use std::time::Instant;
+
+use crate::error::AuditError;
+use crate::expect::Expectations;
+use crate::identity::Identity;
+use crate::operation::Operation;
+use crate::report::{AuditReport, Row};
+use crate::run::{Limits, Purpose};
+
+/// One audit: what to ask, whom to ask as, what to expect, within which limits.
+#[derive(Debug, Clone)]
+pub struct Audit {
+    /// The base URL operations' paths are appended to.
+    pub base: reqwest::Url,
+    /// The operations.
+    pub operations: Vec<Operation>,
+    /// The identities, in column order.
+    pub identities: Vec<Identity>,
+    /// The expectations (empty: only the rules that need none).
+    pub expectations: Expectations,
+    /// The safety limits.
+    pub limits: Limits,
+}
+
+impl Audit {
+    /// Plan, send, judge.
+    ///
+    /// # Errors
+    /// An [`AuditError`] when the plan breaks a limit or the target is unreachable.
+    pub async fn run(&self) -> Result<AuditReport, AuditError> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let plan = run::plan(
+            &self.base,
+            &self.operations,
+            &self.identities,
+            &self.expectations,
+            &self.limits,
+        )?;
+        let started = Instant::now();
+        let exchanges = run::send(
+            &plan.probes,
+            &self.operations,
+            &self.identities,
+            &self.limits,
+        )
+        .await?;
+        let elapsed_ms = started.elapsed().as_millis();
+        let findings = rules::matrix::judge(
+            &self.operations,
+            &self.identities,
+            &self.expectations,
+            &exchanges,
+        );
+        let matrix = self
+            .operations
+            .iter()
+            .enumerate()
+            .filter(|(o, _)| exchanges.iter().any(|x| x.probe.op == *o))
+            .map(|(o, op)| Row {
+                operation: op.id.clone(),
+                method: op.method.to_string(),
+                path: op.path.clone(),
+                cells: (0..self.identities.len())
+                    .map(|i| {
+                        exchanges
+                            .iter()
+                            .find(|x| {
+                                x.probe.op == o
+                                    && x.probe.identity == i
+                                    && x.probe.purpose == Purpose::Main
+                            })
+                            .map(|x| x.answer.status.as_u16())
+                    })
+                    .collect(),
+            })
+            .collect();
+        Ok(AuditReport {
+            base: self.base.to_string(),
+            identities: self.identities.iter().map(|i| i.name.clone()).collect(),
+            matrix,
+            findings,
+            skipped: plan.skipped,
+            requests: exchanges.len(),
+            elapsed_ms,
+        })
+    }
+}
