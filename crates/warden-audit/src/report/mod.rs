@@ -70,3 +70,63 @@ pub(crate) fn class(status: Option<u16>) -> &'static str {
         Some(_) => "s5xx",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::Rule;
+    use crate::run::Evidence;
+
+    fn report() -> AuditReport {
+        AuditReport {
+            base: "http://127.0.0.1:1/".into(),
+            identities: vec!["anon".into(), "user".into()],
+            matrix: vec![Row {
+                operation: "getDoc <x>".into(),
+                method: "GET".into(),
+                path: "/docs/{id}".into(),
+                cells: vec![Some(401), None],
+            }],
+            findings: vec![Finding {
+                rule: Rule::MissingChallenge,
+                severity: Rule::MissingChallenge.severity(),
+                statement: Rule::MissingChallenge.statement(),
+                operation: "getDoc <x>".into(),
+                identity: "anon".into(),
+                message: "401 & nothing".into(),
+                evidence: vec![Evidence {
+                    identity: "anon".into(),
+                    request: "GET http://127.0.0.1:1/docs/1".into(),
+                    credential: None,
+                    status: 401,
+                    headers: vec![("content-type".into(), "text/plain".into())],
+                    body: "<b>login</b>".into(),
+                }],
+            }],
+            skipped: Vec::new(),
+            requests: 2,
+            elapsed_ms: 3,
+        }
+    }
+
+    #[test]
+    fn every_rendering_shows_the_matrix_and_the_finding() {
+        let r = report();
+        let t = text(&r);
+        assert!(t.contains("getDoc <x>    401      -"), "{t}");
+        assert!(
+            t.contains("[low] missing-challenge on getDoc <x> (as anon)"),
+            "{t}"
+        );
+        let h = html(&r);
+        assert!(h.contains("data-operation=\"getDoc &lt;x&gt;\" data-identity=\"anon\">401</td>"));
+        assert!(h.contains("class=\"cell s401 flagged\""), "{h}");
+        assert!(h.contains("&lt;b&gt;login&lt;/b&gt;") && !h.contains("<b>login"));
+        let j = junit(&r, Severity::Low);
+        assert!(
+            j.contains("<failure type=\"missing-challenge\" message=\"[low] 401 &amp; nothing\">")
+        );
+        assert!(!junit(&r, Severity::High).contains("<failure"));
+        assert_eq!(r.at_least(Severity::Medium), 0);
+    }
+}

@@ -76,9 +76,19 @@ pub fn judge(
             for i in (0..identities.len()).filter(|&i| no_valid_credentials(i)) {
                 if let Some(x) = main(o, i).filter(|x| ok(x)) {
                     ignored.push(i);
-                    out.add(op, Rule::IgnoredAuthentication, &x.evidence.identity,
-                        format!("{} answered {} without valid credentials; the document requires authentication", op.id, x.answer.status),
-                        vec![x.evidence.clone()]);
+                    let message = format!(
+                        "{} answered {} without valid credentials; \
+                         the document requires authentication",
+                        op.id, x.answer.status
+                    );
+                    let evidence = vec![x.evidence.clone()];
+                    out.add(
+                        op,
+                        Rule::IgnoredAuthentication,
+                        &x.evidence.identity,
+                        message,
+                        evidence,
+                    );
                 }
             }
         }
@@ -159,9 +169,13 @@ pub fn judge(
                     && x.answer.status == 403
             });
             if let (Some(missing), Some(existing)) = (missing, existing) {
-                out.add(op, Rule::ExistenceLeak, &existing.evidence.identity,
-                    format!("{} gets 403 for an existing object and 404 for a missing one: the status tells which ids exist", existing.evidence.identity),
-                    vec![existing.evidence.clone(), missing.evidence.clone()]);
+                let who = &existing.evidence.identity;
+                let message = format!(
+                    "{who} gets 403 for an existing object and 404 for a missing one: \
+                     the status tells which ids exist"
+                );
+                let evidence = vec![existing.evidence.clone(), missing.evidence.clone()];
+                out.add(op, Rule::ExistenceLeak, who, message, evidence);
             }
         }
         // 401 to an authenticated caller who lacks permission, while another is allowed.
@@ -173,9 +187,20 @@ pub fn judge(
                 .filter(|(i, _)| authenticated.get(*i) == Some(&true))
             {
                 if let Some(x) = main(o, i).filter(|x| x.answer.status == 401) {
-                    out.add(op, Rule::UnauthorizedForAuthenticated, &x.evidence.identity,
-                        format!("{} answered 401 to {}, whose credentials are accepted elsewhere, while another identity is allowed: a caller without permission gets 403", op.id, x.evidence.identity),
-                        vec![x.evidence.clone()]);
+                    let who = &x.evidence.identity;
+                    let message = format!(
+                        "{} answered 401 to {who}, whose credentials are accepted elsewhere, \
+                         while another identity is allowed: a caller without permission gets 403",
+                        op.id
+                    );
+                    let evidence = vec![x.evidence.clone()];
+                    out.add(
+                        op,
+                        Rule::UnauthorizedForAuthenticated,
+                        who,
+                        message,
+                        evidence,
+                    );
                 }
             }
         }

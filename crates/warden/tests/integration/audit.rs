@@ -143,6 +143,12 @@ fn answer(req: &Request<Incoming>) -> Response<Full<Bytes>> {
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match segments.as_slice() {
         ["health"] => reply(200, "{\"ok\":true}", &[]),
+        // A redirect to another host: never followed (the host does not even resolve).
+        ["moved"] => reply(
+            302,
+            "",
+            &[("location", "http://elsewhere.example.invalid/")],
+        ),
         // missing-challenge: the 401 says nothing about how to authenticate.
         ["account"] if !signed_in => reply(401, "{\"message\":\"login required\"}", &[]),
         // forbidden-without-credentials: 403 to a request with no credentials at all.
@@ -313,6 +319,11 @@ async fn every_flaw_of_the_broken_api_is_reported_once_with_its_evidence() {
     };
     assert_eq!(row("listUsers"), serde_json::json!([401, 200, 200, 401]));
     assert_eq!(row("health"), serde_json::json!([200, 200, 200, null]));
+    assert_eq!(
+        row("moved"),
+        serde_json::json!([302, 302, 302, null]),
+        "not followed"
+    );
 
     // JUnit: one case per operation, failures for the findings.
     let junit = std::fs::read_to_string(dir.join("junit.xml")).unwrap();
