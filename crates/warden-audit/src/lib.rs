@@ -1,37 +1,4 @@
-//! warden-audit: audit any HTTP API for broken access control and status-code misuse, in
-//! the spirit of Autorize and AuthMatrix, as a command that runs in CI (`warden audit`).
-//!
-//! - [`rules`]: the rules, written once: [`rules::answer`] judges one answer (what
-//!   `warden probe` prints), [`rules::matrix`] judges every identity's answers to every
-//!   operation (BFLA, BOLA, existence leaks, ignored authentication).
-//! - [`openapi`] and [`har`] read what to ask; [`identity`] who asks; [`expect`] who may.
-//! - [`run`] plans the requests within the safety limits and sends them.
-//! - [`report`] renders the result as a table, JSON, JUnit XML or HTML.
-//!
-//! ```no_run
-//! # async fn demo() -> Result<(), warden_audit::error::AuditError> {
-//! use std::path::Path;
-//! let operations = warden_audit::openapi::parse(
-//!     r#"{"openapi":"3.0.3","paths":{"/me":{"get":{"security":[{"bearer":[]}]}}}}"#,
-//!     Path::new("api.json"),
-//! )?;
-//! let audit = warden_audit::Audit {
-//!     base: "http://127.0.0.1:8080".parse().map_err(|_| warden_audit::error::AuditError::Usage("url".into()))?,
-//!     identities: vec![warden_audit::identity::parse("anon")?, warden_audit::identity::Identity::forged()],
-//!     operations,
-//!     expectations: Default::default(),
-//!     limits: warden_audit::run::Limits {
-//!         hosts: vec!["127.0.0.1".into()],
-//!         rate: 5.0,
-//!         budget: 100,
-//!         allow_unsafe: false,
-//!         timeout: std::time::Duration::from_secs(10),
-//!     },
-//! };
-//! let report = audit.run().await?;
-//! println!("{}", warden_audit::report::text(&report));
-//! # Ok(()) }
-//! ```
+#![doc = include_str!("../README.md")]
 
 pub mod cli;
 pub mod error;

@@ -315,9 +315,13 @@ async fn one(
             .header(http::header::CONTENT_TYPE, media_type)
             .body(body.clone());
     }
+    // reqwest's own message repeats the URL; its causes say what failed.
     let unreachable = |e: reqwest::Error| AuditError::Unreachable {
         url: probe.url.to_string(),
-        reason: error_chain(&e),
+        reason: match std::error::Error::source(&e) {
+            Some(cause) if e.is_connect() || e.is_request() => error_chain(cause),
+            _ => error_chain(&e),
+        },
     };
     let mut response = request.send().await.map_err(unreachable)?;
     let status = response.status();
