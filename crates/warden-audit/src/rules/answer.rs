@@ -251,18 +251,27 @@ impl Out {
     }
 }
 
-/// Why a 403 looks like a rate limit: rate-limit headers, or a body that says so.
+/// Why a 403 looks like a rate limit: `Retry-After`, a rate-limit header saying nothing
+/// is left, or a body that says so. (`RateLimit` fields alone are not a sign: a gateway
+/// sends them on every answer of a limited route.)
 fn rate_limit_sign(headers: &HeaderMap, body: &[u8]) -> Option<String> {
+    if headers.contains_key("retry-after") {
+        return Some("header retry-after".to_owned());
+    }
     for name in [
-        "retry-after",
-        "ratelimit",
         "ratelimit-remaining",
         "x-ratelimit-remaining",
         "x-rate-limit-remaining",
     ] {
-        if headers.contains_key(name) {
-            return Some(format!("header {name}"));
+        if header(headers, name).is_some_and(|v| v.trim() == "0") {
+            return Some(format!("header {name}: 0"));
         }
+    }
+    if header(headers, "ratelimit").is_some_and(|v| {
+        v.split([';', ','])
+            .any(|param| param.trim().replace(' ', "") == "r=0")
+    }) {
+        return Some("header ratelimit: r=0".to_owned());
     }
     let text = String::from_utf8_lossy(body.get(..body.len().min(4096)).unwrap_or_default())
         .to_ascii_lowercase();
@@ -272,13 +281,21 @@ fn rate_limit_sign(headers: &HeaderMap, body: &[u8]) -> Option<String> {
         .map(|w| format!("the body says \"{w}\""))
 }
 
-/// A JSON object body with a top-level `error` or `errors` member.
+/// A JSON object body with a top-level `error` or `errors` member that says something
+/// (not `null`, `false`, `""`, `[]` or `{}`: `{"data": …, "errors": []}` is a success).
 fn body_has_error(body: &[u8]) -> bool {
+    let said = |v: &serde_json::Value| match v {
+        serde_json::Value::Null | serde_json::Value::Bool(false) => false,
+        serde_json::Value::String(s) => !s.is_empty(),
+        serde_json::Value::Array(a) => !a.is_empty(),
+        serde_json::Value::Object(o) => !o.is_empty(),
+        _ => true,
+    };
     serde_json::from_slice::<serde_json::Value>(body)
         .ok()
         .and_then(|v| {
             v.as_object()
-                .map(|o| o.contains_key("error") || o.contains_key("errors"))
+                .map(|o| o.get("error").is_some_and(said) || o.get("errors").is_some_and(said))
         })
         .unwrap_or(false)
 }
@@ -440,6 +457,19 @@ mod tests {
             [Rule::SuccessWithError]
         );
         assert!(broken(200, &[], "{\"ok\":true}", true).is_empty());
+        assert!(broken(200, &[], "{\"data\":1,\"errors\":[],\"error\":null}", true).is_empty());
+        assert_eq!(
+            broken(403, &[("x-ratelimit-remaining", "0")], "", true),
+            [Rule::ForbiddenForRateLimit]
+        );
+        assert!(
+            broken(403, &[("ratelimit", "\"l\";r=9;t=60")], "", true).is_empty(),
+            "RateLimit fields on a 403 of a limited route are not a sign"
+        );
+        assert_eq!(
+            broken(403, &[("ratelimit", "\"l\";r=0;t=60")], "", true),
+            [Rule::ForbiddenForRateLimit]
+        );
         assert_eq!(broken(429, &[], "", true), [Rule::MissingRetryAfter]);
         assert!(broken(429, &[("retry-after", "3")], "", true).is_empty());
         assert_eq!(broken(405, &[], "", true), [Rule::MissingAllow]);
