@@ -449,4 +449,52 @@ mod tests {
         );
         assert!(err("{not json").starts_with("api.json: not JSON: "));
     }
+
+    fn any_json() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            "[a-z{}/#$~.]{0,12}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::btree_map("[a-z$/{}]{0,8}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// Any value anywhere in a document is an error with a pointer or operations,
+        /// never a panic.
+        #[test]
+        fn any_value_at_any_place_never_panics(
+            value in any_json(),
+            place in 0usize..9,
+        ) {
+            let mut doc: Value = serde_json::from_str(
+                r##"{"openapi":"3.0.3","security":[{"b":[]}],
+                "components":{"parameters":{"Id":{"name":"id","in":"path"}}},
+                "paths":{"/a/{id}":{"parameters":[{"$ref":"#/components/parameters/Id"}],
+                "get":{"operationId":"x","parameters":[{"name":"q","in":"query","required":true}],
+                "requestBody":{"content":{"application/json":{"example":{}}}}}}}}"##,
+            ).unwrap();
+            let pointers = [
+                "/openapi", "/security", "/paths", "/paths/~1a~1{id}",
+                "/paths/~1a~1{id}/get", "/paths/~1a~1{id}/parameters/0",
+                "/components/parameters/Id", "/paths/~1a~1{id}/get/parameters/0/in",
+                "/paths/~1a~1{id}/get/requestBody",
+            ];
+            if let Some(slot) = doc.pointer_mut(pointers[place]) {
+                *slot = value;
+            }
+            match parse(&doc.to_string(), Path::new("api.json")) {
+                Ok(_) | Err(AuditError::Invalid { .. }) => {}
+                Err(e) => proptest::prop_assert!(false, "{e}"),
+            }
+        }
+    }
 }

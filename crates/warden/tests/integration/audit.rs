@@ -604,6 +604,31 @@ async fn a_har_file_is_replayed_per_identity_on_the_allowed_host_only() {
     assert_eq!(report["findings"][0]["operation"], "GET /account");
     assert_eq!(report["skipped"][0]["operation"], "GET /app.js");
     assert_eq!(report["requests"], 4);
+
+    // Without --base, --host says which host is audited; with neither, it is refused.
+    let out = audit(vec![
+        "--har".into(),
+        path.display().to_string(),
+        "--host".into(),
+        "127.0.0.1".into(),
+        "--as".into(),
+        "anon".into(),
+        "--rate".into(),
+        "0".into(),
+        "--format".into(),
+        "json".into(),
+    ])
+    .await;
+    assert_eq!(json_of(&out)["requests"], 2);
+    let out = audit(vec![
+        "--har".into(),
+        path.display().to_string(),
+        "--as".into(),
+        "anon".into(),
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs --base or --host"));
 }
 
 /// The speed figure of BENCHMARKS.md: 200 operations, 3 identities (and the forged one),
