@@ -166,7 +166,7 @@ pub fn prepare(args: &AuditArgs) -> Result<Audit, AuditError> {
     } else {
         args.hosts.clone()
     };
-    if args.har.is_none() && !hosts.iter().any(|h| h.eq_ignore_ascii_case(&host)) {
+    if args.har.is_none() && !hosts.iter().any(|h| crate::run::same_host(h, &host)) {
         return Err(AuditError::HostNotAllowed {
             url: base_text,
             host,

@@ -137,7 +137,7 @@ pub fn plan(
         };
         let main_url = url_of(&|p| p.default_value())?;
         if let Some(host) = main_url.host_str()
-            && !limits.hosts.iter().any(|h| h.eq_ignore_ascii_case(host))
+            && !limits.hosts.iter().any(|h| same_host(h, host))
         {
             skipped.push(Skipped {
                 operation: op.id.clone(),
@@ -213,6 +213,16 @@ pub fn plan(
         });
     }
     Ok(Plan { probes, skipped })
+}
+
+/// Host names compare without case; IPv6 addresses with or without their brackets.
+pub(crate) fn same_host(a: &str, b: &str) -> bool {
+    let bare = |h: &str| {
+        h.trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase()
+    };
+    bare(a) == bare(b)
 }
 
 fn url(base: &reqwest::Url, op: &Operation, path: &str) -> Result<reqwest::Url, AuditError> {
