@@ -10,10 +10,11 @@ const STYLE: &str = "body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#2
 h1{font-size:1.4em}table.matrix{border-collapse:collapse;margin:1em 0}\
 .matrix th,.matrix td{border:1px solid #bbb;padding:4px 10px;text-align:center}\
 .matrix th.op,.matrix td.op{text-align:left;font-family:monospace}\
-td.s2xx{background:#c8f0c8}td.s3xx{background:#e0e0ff}td.s401{background:#ffe3a8}\
-td.s403{background:#ffc9a8}td.s404{background:#e8e8e8}td.s4xx{background:#ffd6d6}\
-td.s5xx{background:#ff9d9d}td.none{color:#999}td.flagged{outline:3px solid #c00;outline-offset:-3px}\
+.s2xx{background:#c8f0c8}.s3xx{background:#e0e0ff}.s401{background:#ffe3a8}\
+.s403{background:#ffc9a8}.s404{background:#e8e8e8}.s4xx{background:#ffd6d6}\
+.s5xx{background:#ff9d9d}.none{color:#999}.flagged{outline:3px solid #c00;outline-offset:-3px}\
 .finding{border-left:4px solid #c00;padding:.3em 1em;margin:1em 0;background:#fafafa}\
+.key{display:inline-block;padding:2px 8px;margin-right:4px;border:1px solid #bbb}\
 .sev{font-weight:bold;text-transform:uppercase}pre{white-space:pre-wrap;background:#f0f0f0;padding:.5em}";
 
 /// The report as one HTML page.
@@ -56,7 +57,20 @@ pub fn html(report: &AuditReport) -> String {
         }
         out.push_str("</tr>\n");
     }
-    out.push_str("</tbody></table>\n");
+    out.push_str("</tbody></table>\n<p class=\"legend\">");
+    for (class, label) in [
+        ("s2xx", "2xx allowed"),
+        ("s401", "401"),
+        ("s403", "403"),
+        ("s404", "404"),
+        ("s4xx", "other 4xx"),
+        ("s5xx", "5xx"),
+        ("s3xx", "3xx (not followed)"),
+        ("flagged", "a finding"),
+    ] {
+        let _ = write!(out, "<span class=\"key {class}\">{label}</span> ");
+    }
+    out.push_str("</p>\n");
     if !report.skipped.is_empty() {
         out.push_str("<h2>Skipped</h2><ul>");
         for s in &report.skipped {
