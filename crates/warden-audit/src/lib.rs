@@ -50,13 +50,14 @@ impl Audit {
             &self.limits,
         )?;
         let started = Instant::now();
-        let exchanges = run::send(
+        let sent = run::send(
             &plan.probes,
             &self.operations,
             &self.identities,
             &self.limits,
         )
         .await?;
+        let exchanges = sent.exchanges;
         let elapsed_ms = started.elapsed().as_millis();
         let findings = rules::matrix::judge(
             &self.operations,
@@ -92,8 +93,12 @@ impl Audit {
             identities: self.identities.iter().map(|i| i.name.clone()).collect(),
             matrix,
             findings,
-            skipped: plan.skipped,
-            requests: exchanges.len(),
+            skipped: plan
+                .skipped
+                .into_iter()
+                .chain(sent.timed_out.iter().cloned())
+                .collect(),
+            requests: exchanges.len() + sent.timed_out.len(),
             elapsed_ms,
         })
     }

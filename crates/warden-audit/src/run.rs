@@ -237,17 +237,28 @@ fn url(base: &reqwest::Url, op: &Operation, path: &str) -> Result<reqwest::Url, 
     Ok(url)
 }
 
+/// What was sent: the answers in the order of the plan, and the requests that ran out of
+/// time (the target answered others, so it is up; their cells stay empty).
+#[derive(Debug, Clone, Default)]
+pub struct Sent {
+    /// Answered probes.
+    pub exchanges: Vec<Exchange>,
+    /// Probes without an answer within the time limit, as the report lists them.
+    pub timed_out: Vec<Skipped>,
+}
+
 /// Send every probe: the first alone (an unreachable target is one error), then the rest
-/// concurrently, paced at the rate. Answers come back in the order of the plan.
+/// concurrently, paced at the rate.
 ///
 /// # Errors
-/// [`AuditError::Unreachable`] when any request cannot be sent.
+/// [`AuditError::Unreachable`] when the first request gets no answer, or any request
+/// cannot connect.
 pub async fn send(
     probes: &[Probe],
     operations: &[Operation],
     identities: &[Identity],
     limits: &Limits,
-) -> Result<Vec<Exchange>, AuditError> {
+) -> Result<Sent, AuditError> {
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(limits.timeout)
@@ -255,10 +266,15 @@ pub async fn send(
         .map_err(|e| AuditError::Usage(format!("cannot build an HTTP client: {e}")))?;
     let pace = Arc::new(Pace::new(limits.rate));
     let Some((first, rest)) = probes.split_first() else {
-        return Ok(Vec::new());
+        return Ok(Sent::default());
     };
     let mut out = Vec::with_capacity(probes.len());
-    out.push(one(&client, &pace, first, operations, identities).await?);
+    out.push(
+        one(&client, &pace, first, operations, identities)
+            .await
+            .map_err(|f| f.error)?,
+    );
+    let mut timed_out = Vec::new();
     let in_flight = Arc::new(Semaphore::new(if limits.rate > 0.0 { 4 } else { 16 }));
     let mut tasks = tokio::task::JoinSet::new();
     let operations: Arc<[Operation]> = operations.into();
@@ -284,8 +300,25 @@ pub async fn send(
                     *slot = Some(exchange);
                 }
             }
-            Ok((_, Err(e))) => {
-                failure.get_or_insert(e);
+            Ok((n, Err(f))) if f.timeout => {
+                if let Some(probe) = rest.get(n) {
+                    timed_out.push(Skipped {
+                        operation: operations
+                            .get(probe.op)
+                            .map_or_else(String::new, |o| o.id.clone()),
+                        reason: format!(
+                            "as {}: {} got no answer within {:?}",
+                            identities
+                                .get(probe.identity)
+                                .map_or("?", |i| i.name.as_str()),
+                            probe.url,
+                            limits.timeout
+                        ),
+                    });
+                }
+            }
+            Ok((_, Err(f))) => {
+                failure.get_or_insert(f.error);
                 tasks.abort_all();
             }
             Err(e) if e.is_cancelled() => {}
@@ -298,7 +331,19 @@ pub async fn send(
         return Err(e);
     }
     out.extend(answers.into_iter().flatten());
-    Ok(out)
+    timed_out.sort_by(|a, b| (&a.operation, &a.reason).cmp(&(&b.operation, &b.reason)));
+    Ok(Sent {
+        exchanges: out,
+        timed_out,
+    })
+}
+
+/// A request that got no answer; `timeout` when the time limit ran out (the target
+/// accepted the connection).
+#[derive(Debug)]
+struct Failure {
+    timeout: bool,
+    error: AuditError,
 }
 
 async fn one(
@@ -307,10 +352,13 @@ async fn one(
     probe: &Probe,
     operations: &[Operation],
     identities: &[Identity],
-) -> Result<Exchange, AuditError> {
+) -> Result<Exchange, Failure> {
     let (Some(op), Some(identity)) = (operations.get(probe.op), identities.get(probe.identity))
     else {
-        return Err(AuditError::Usage("a probe names no operation".to_owned()));
+        return Err(Failure {
+            timeout: false,
+            error: AuditError::Usage("a probe names no operation".to_owned()),
+        });
     };
     pace.wait().await;
     let mut request = client.request(op.method.clone(), probe.url.clone());
@@ -326,11 +374,14 @@ async fn one(
             .body(body.clone());
     }
     // reqwest's own message repeats the URL; its causes say what failed.
-    let unreachable = |e: reqwest::Error| AuditError::Unreachable {
-        url: probe.url.to_string(),
-        reason: match std::error::Error::source(&e) {
-            Some(cause) if e.is_connect() || e.is_request() => error_chain(cause),
-            _ => error_chain(&e),
+    let unreachable = |e: reqwest::Error| Failure {
+        timeout: e.is_timeout(),
+        error: AuditError::Unreachable {
+            url: probe.url.to_string(),
+            reason: match std::error::Error::source(&e) {
+                Some(cause) if e.is_connect() || e.is_request() => error_chain(cause),
+                _ => error_chain(&e),
+            },
         },
     };
     let mut response = request.send().await.map_err(unreachable)?;

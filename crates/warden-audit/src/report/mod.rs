@@ -25,7 +25,7 @@ pub struct AuditReport {
     pub matrix: Vec<Row>,
     /// The findings, most severe first.
     pub findings: Vec<Finding>,
-    /// Operations left out, and why.
+    /// Operations left out, and why; requests that got no answer in time.
     pub skipped: Vec<Skipped>,
     /// Requests sent.
     pub requests: usize,

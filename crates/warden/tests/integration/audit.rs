@@ -90,6 +90,9 @@ async fn broken_api() -> (SocketAddr, Arc<AtomicUsize>) {
                         if !matches!(req.method().as_str(), "GET" | "HEAD" | "OPTIONS") {
                             seen.fetch_add(1, Ordering::SeqCst);
                         }
+                        if req.uri().path() == "/slow" {
+                            tokio::time::sleep(Duration::from_secs(3)).await;
+                        }
                         Ok::<_, Infallible>(answer(&req))
                     }
                 });
@@ -629,6 +632,49 @@ async fn a_har_file_is_replayed_per_identity_on_the_allowed_host_only() {
     .await;
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("needs --base or --host"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_out_of_time_is_listed_and_the_audit_goes_on() {
+    let (addr, _) = broken_api().await;
+    let dir = artifacts("timeout");
+    let doc = dir.join("slow.openapi.json");
+    std::fs::write(
+        &doc,
+        r#"{"openapi":"3.0.3","paths":{"/health":{"get":{"operationId":"health"}},"/slow":{"get":{"operationId":"slow"}}}}"#,
+    )
+    .unwrap();
+    let out = audit(vec![
+        "--openapi".into(),
+        doc.display().to_string(),
+        "--base".into(),
+        format!("http://{addr}"),
+        "--as".into(),
+        "anon".into(),
+        "--timeout".into(),
+        "300ms".into(),
+        "--rate".into(),
+        "0".into(),
+        "--format".into(),
+        "json".into(),
+    ])
+    .await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = json_of(&out);
+    assert_eq!(report["skipped"][0]["operation"], "slow");
+    assert!(
+        report["skipped"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("got no answer within 300ms"),
+        "{report:#}"
+    );
+    assert_eq!(report["matrix"].as_array().unwrap().len(), 1, "{report:#}");
 }
 
 /// The speed figure of BENCHMARKS.md: 200 operations, 3 identities (and the forged one),
