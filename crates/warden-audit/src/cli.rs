@@ -33,7 +33,8 @@ pub struct AuditArgs {
     #[arg(long, value_name = "URL")]
     pub base: Option<String>,
     /// An identity (repeatable): `anon`; `NAME=TOKEN` or `NAME=bearer:TOKEN` (a bearer
-    /// token); `NAME=header:Header-Name:VALUE`; `NAME=cookie:NAME=VALUE`; `NAME=none`.
+    /// token); `NAME=header:Header-Name:VALUE`; `NAME=cookie:NAME=VALUE`;
+    /// `NAME=basic:USER:PASSWORD`; `NAME=none`.
     #[arg(long = "as", value_name = "IDENTITY", required = true)]
     pub identities: Vec<String>,
     /// The expectations (TOML): who may call which operation, whose objects are whose.

@@ -6,6 +6,7 @@
 //! | `NAME=TOKEN` or `NAME=bearer:TOKEN` | `Authorization: Bearer TOKEN` |
 //! | `NAME=header:Header-Name:VALUE` | `Header-Name: VALUE` |
 //! | `NAME=cookie:NAME=VALUE` | `Cookie: NAME=VALUE` |
+//! | `NAME=basic:USER:PASSWORD` | `Authorization: Basic base64(USER:PASSWORD)` |
 
 use http::{HeaderName, HeaderValue};
 
@@ -129,6 +130,17 @@ fn credential(spec: &str) -> Result<(HeaderName, HeaderValue), String> {
         }
         return Ok((http::header::COOKIE, value(cookie)?));
     }
+    if let Some(pair) = spec.strip_prefix("basic:") {
+        if !pair.contains(':') {
+            return Err("expected basic:USER:PASSWORD".to_owned());
+        }
+        use base64::Engine as _;
+        let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
+        return Ok((
+            http::header::AUTHORIZATION,
+            value(&format!("Basic {encoded}"))?,
+        ));
+    }
     let token = spec.strip_prefix("bearer:").unwrap_or(spec);
     if token.is_empty() {
         return Err("the token is empty".to_owned());
@@ -160,6 +172,16 @@ mod tests {
         assert_eq!((n.as_str(), v.to_str().unwrap()), ("x-api-key", "k1"));
         let (n, v) = parse("web=cookie:session=s1").unwrap().credential.unwrap();
         assert_eq!((n.as_str(), v.to_str().unwrap()), ("cookie", "session=s1"));
+        let (n, v) = parse("ops=basic:ada:s3cret").unwrap().credential.unwrap();
+        assert_eq!(
+            (n.as_str(), v.to_str().unwrap()),
+            ("authorization", "Basic YWRhOnMzY3JldA==")
+        );
+        assert_eq!(
+            parse("ops=basic:ada:s3cret").unwrap().redacted().unwrap(),
+            "authorization: Basic … (redacted)"
+        );
+        assert!(parse("ops=basic:ada").is_err());
         assert!(parse("user").is_err());
         assert!(parse("=x").is_err());
         assert!(parse("forged=x").is_err());

@@ -407,7 +407,7 @@ async fn one(
             .map(|(n, v)| {
                 (
                     n.to_string(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    redact(n, &String::from_utf8_lossy(v.as_bytes())),
                 )
             })
             .collect(),
@@ -422,6 +422,21 @@ async fn one(
         },
         evidence,
     })
+}
+
+/// A response header as evidence shows it: the values of cookies and credentials the
+/// target hands out are not copied into reports (a cookie keeps its name).
+fn redact(name: &http::HeaderName, value: &str) -> String {
+    match name.as_str() {
+        "set-cookie" => match value.split_once('=') {
+            Some((cookie, _)) => format!("{cookie}=… (redacted)"),
+            None => "… (redacted)".to_owned(),
+        },
+        "authorization" | "proxy-authorization" | "x-api-key" | "cookie" => {
+            "… (redacted)".to_owned()
+        }
+        _ => value.to_owned(),
+    }
 }
 
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
@@ -464,5 +479,23 @@ impl Pace {
             slot
         };
         tokio::time::sleep_until(slot.into()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookies_the_target_sets_are_redacted() {
+        let set_cookie = http::header::SET_COOKIE;
+        assert_eq!(
+            redact(&set_cookie, "sid=secret; HttpOnly"),
+            "sid=… (redacted)"
+        );
+        assert_eq!(
+            redact(&http::header::CONTENT_TYPE, "text/plain"),
+            "text/plain"
+        );
     }
 }

@@ -41,15 +41,13 @@ pub fn html(report: &AuditReport) -> String {
     for row in &report.matrix {
         let _ = write!(out, "<tr><td class=\"op\">{}</td>", escape(&row.operation));
         for (name, cell) in report.identities.iter().zip(&row.cells) {
-            let flagged = report
-                .findings
-                .iter()
-                .any(|f| f.operation == row.operation && &f.identity == name);
+            let rules = report.rules_of(&row.operation, name);
             let _ = write!(
                 out,
-                "<td class=\"cell {}{}\" data-operation=\"{}\" data-identity=\"{}\">{}</td>",
+                "<td class=\"cell {}{}\" title=\"{}\" data-operation=\"{}\" data-identity=\"{}\">{}</td>",
                 class(*cell),
-                if flagged { " flagged" } else { "" },
+                if rules.is_empty() { "" } else { " flagged" },
+                rules.join(", "),
                 escape(&row.operation),
                 escape(name),
                 cell.map_or_else(|| "–".to_owned(), |s| s.to_string())

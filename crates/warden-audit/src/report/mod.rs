@@ -57,6 +57,17 @@ impl AuditReport {
     }
 }
 
+impl AuditReport {
+    /// The rules broken by an identity's answers to an operation, as a cell shows them.
+    pub(crate) fn rules_of(&self, operation: &str, identity: &str) -> Vec<&'static str> {
+        self.findings
+            .iter()
+            .filter(|f| f.operation == operation && f.identity == identity)
+            .map(|f| f.rule.id())
+            .collect()
+    }
+}
+
 /// The status class of a cell, as the renderings color it.
 pub(crate) fn class(status: Option<u16>) -> &'static str {
     match status {
@@ -113,14 +124,17 @@ mod tests {
     fn every_rendering_shows_the_matrix_and_the_finding() {
         let r = report();
         let t = text(&r);
-        assert!(t.contains("getDoc <x>    401      -"), "{t}");
+        assert!(t.contains("getDoc <x>   401!      -"), "{t}");
         assert!(
             t.contains("[low] missing-challenge on getDoc <x> (as anon)"),
             "{t}"
         );
         let h = html(&r);
         assert!(h.contains("data-operation=\"getDoc &lt;x&gt;\" data-identity=\"anon\">401</td>"));
-        assert!(h.contains("class=\"cell s401 flagged\""), "{h}");
+        assert!(
+            h.contains("class=\"cell s401 flagged\" title=\"missing-challenge\""),
+            "{h}"
+        );
         assert!(h.contains("&lt;b&gt;login&lt;/b&gt;") && !h.contains("<b>login"));
         let j = junit(&r, Severity::Low);
         assert!(

@@ -25,14 +25,17 @@ pub fn text(report: &AuditReport) -> String {
         let op: String = row.operation.chars().take(width).collect();
         let _ = write!(out, "{op:width$}");
         for (name, cell) in report.identities.iter().zip(&row.cells) {
-            let shown = cell.map_or_else(|| "-".to_owned(), |s| s.to_string());
+            let mut shown = cell.map_or_else(|| "-".to_owned(), |s| s.to_string());
+            if !report.rules_of(&row.operation, name).is_empty() {
+                shown.push('!');
+            }
             let _ = write!(out, "  {shown:>w$}", w = col(name));
         }
         out.push('\n');
     }
     let _ = writeln!(
         out,
-        "\n{} operations, {} identities, {} requests in {} ms; {} skipped",
+        "\n{} operations, {} identities, {} requests in {} ms; {} skipped; ! marks a finding",
         report.matrix.len(),
         report.identities.len(),
         report.requests,
