@@ -384,17 +384,11 @@ async fn one(
             },
         },
     };
-    let mut response = request.send().await.map_err(unreachable)?;
-    let status = response.status();
-    let headers: HeaderMap = response.headers().clone();
-    let mut body = Vec::new();
-    while let Ok(Some(chunk)) = response.chunk().await {
-        body.extend_from_slice(&chunk);
-        if body.len() >= MAX_BODY {
-            body.truncate(MAX_BODY);
-            break;
-        }
-    }
+    let Answer {
+        status,
+        headers,
+        body,
+    } = fetch(request).await.map_err(unreachable)?;
     let excerpt = String::from_utf8_lossy(body.get(..body.len().min(EXCERPT)).unwrap_or_default())
         .into_owned();
     let evidence = Evidence {
@@ -421,6 +415,31 @@ async fn one(
             body,
         },
         evidence,
+    })
+}
+
+/// Send a request and read its answer: the status, the headers and at most 64 KiB of the
+/// body (a body that breaks off is kept as far as it came). `warden probe` fetches with it
+/// too.
+///
+/// # Errors
+/// When the request cannot be sent or no answer comes in time.
+pub async fn fetch(request: reqwest::RequestBuilder) -> Result<Answer, reqwest::Error> {
+    let mut response = request.send().await?;
+    let status = response.status();
+    let headers: HeaderMap = response.headers().clone();
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = response.chunk().await {
+        body.extend_from_slice(&chunk);
+        if body.len() >= MAX_BODY {
+            body.truncate(MAX_BODY);
+            break;
+        }
+    }
+    Ok(Answer {
+        status,
+        headers,
+        body,
     })
 }
 

@@ -53,8 +53,6 @@ pub struct Report {
     pub next: Vec<String>,
 }
 
-const MAX_BODY: usize = 64 * 1024;
-
 /// Run the probe and print the reports; exit 0 when every answer is a success, 2 when one
 /// is a refusal or an error status, 1 when the request could not be sent.
 #[must_use]
@@ -155,25 +153,9 @@ pub async fn run(spec: &ProbeSpec) -> Result<Vec<Report>, String> {
 }
 
 async fn fetch(request: reqwest::RequestBuilder) -> Result<Answer, String> {
-    let mut response = request
-        .send()
+    warden_audit::run::fetch(request)
         .await
-        .map_err(|e| format!("the request failed: {e}"))?;
-    let status = response.status();
-    let headers = response.headers().clone();
-    let mut body = Vec::new();
-    while let Ok(Some(chunk)) = response.chunk().await {
-        body.extend_from_slice(&chunk);
-        if body.len() >= MAX_BODY {
-            body.truncate(MAX_BODY);
-            break;
-        }
-    }
-    Ok(Answer {
-        status,
-        headers,
-        body,
-    })
+        .map_err(|e| format!("the request failed: {e}"))
 }
 
 /// The 404 of a path that surely does not exist, to compare a 404 with.
