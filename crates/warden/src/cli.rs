@@ -80,6 +80,12 @@ enum Command {
     ///
     /// Exit 0 for success answers, 2 for refusals and errors, 1 when nothing could be sent.
     Probe(ProbeArgs),
+    /// Audit an HTTP API for broken access control and status-code misuse: every
+    /// operation of an OpenAPI document (or request of a HAR file) as every identity.
+    ///
+    /// Exit 0 when clean, 2 on findings at or above --fail-on, 1 for bad input, 3 when the
+    /// target is unreachable.
+    Audit(Box<warden_audit::cli::AuditArgs>),
     /// Run the access cases of a YAML file against a configuration.
     ///
     /// Exit 0 when all pass, 2 when any fails, 1 when a file cannot be read.
@@ -196,6 +202,7 @@ pub fn run() -> ExitCode {
             };
             crate::probe::command(&spec, args.format)
         }
+        Command::Audit(args) => warden_audit::cli::command(&args),
         Command::Test { config, cases } => crate::cases::command(&config, &cases),
     }
 }

@@ -4,10 +4,13 @@
 
 use std::time::{Duration, SystemTime};
 
-use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use http::{HeaderName, HeaderValue, Method};
 use serde::Serialize;
-use warden_client::challenge::{self, BearerChallenge};
+use warden_audit::rules::answer::{self, Asked};
 use warden_client::problem::Problem;
+
+pub use warden_audit::rules::Answer;
+pub use warden_audit::rules::answer::{Level, signatures};
 
 use crate::explain::Format;
 
@@ -24,18 +27,6 @@ pub struct ProbeSpec {
     pub identities: Vec<(String, String)>,
     /// An `Origin` to check CORS for.
     pub origin: Option<String>,
-}
-
-/// How serious a finding is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Level {
-    /// As the standards say.
-    Ok,
-    /// Worth knowing.
-    Note,
-    /// Not as the standards say.
-    Problem,
 }
 
 /// One observation about an answer.
@@ -61,19 +52,6 @@ pub struct Report {
     /// What to do next.
     pub next: Vec<String>,
 }
-
-/// An answer as received.
-#[derive(Debug, Clone)]
-pub struct Answer {
-    /// The status.
-    pub status: StatusCode,
-    /// The headers.
-    pub headers: HeaderMap,
-    /// The body (at most 64 KiB is read).
-    pub body: Vec<u8>,
-}
-
-const MAX_BODY: usize = 64 * 1024;
 
 /// Run the probe and print the reports; exit 0 when every answer is a success, 2 when one
 /// is a refusal or an error status, 1 when the request could not be sent.
@@ -175,25 +153,9 @@ pub async fn run(spec: &ProbeSpec) -> Result<Vec<Report>, String> {
 }
 
 async fn fetch(request: reqwest::RequestBuilder) -> Result<Answer, String> {
-    let mut response = request
-        .send()
+    warden_audit::run::fetch(request)
         .await
-        .map_err(|e| format!("the request failed: {e}"))?;
-    let status = response.status();
-    let headers = response.headers().clone();
-    let mut body = Vec::new();
-    while let Ok(Some(chunk)) = response.chunk().await {
-        body.extend_from_slice(&chunk);
-        if body.len() >= MAX_BODY {
-            body.truncate(MAX_BODY);
-            break;
-        }
-    }
-    Ok(Answer {
-        status,
-        headers,
-        body,
-    })
+        .map_err(|e| format!("the request failed: {e}"))
 }
 
 /// The 404 of a path that surely does not exist, to compare a 404 with.
@@ -207,7 +169,7 @@ async fn not_found_baseline(client: &reqwest::Client, url: &reqwest::Url) -> Opt
     fetch(client.get(other)).await.ok()
 }
 
-/// Explain one answer.
+/// Explain one answer, by the rules `warden audit` applies too.
 #[must_use]
 pub fn analyze(
     label: &str,
@@ -216,152 +178,25 @@ pub fn analyze(
     answer: &Answer,
     baseline: Option<&Answer>,
 ) -> Report {
-    let mut findings = Vec::new();
-    let mut next = Vec::new();
-    let mut note = |level: Level, text: String| findings.push(Finding { level, text });
-    let headers = &answer.headers;
-    let problem = Problem::from_parts(headers, &answer.body);
-    let challenges = challenge::from_headers(headers);
-    let bearer = BearerChallenge::find(&challenges);
-    let status = answer.status;
-
-    match status.as_u16() {
-        200..=299 => {
-            if body_has_error(&answer.body) {
-                note(Level::Problem, "a success status with an error in the body: clients and caches will treat it as a success".into());
-                next.push("answer errors with a 4xx or 5xx status and an application/problem+json body".into());
-            } else {
-                note(Level::Ok, format!("{status}: allowed"));
-            }
-        }
-        300..=399 => {
-            let location = header(headers, "location").unwrap_or_default();
-            note(Level::Note, format!("{status}: redirected to {location}"));
-            if !sent_credentials {
-                note(Level::Note, "an API redirecting an anonymous request (to a login page?) instead of answering 401 with a challenge".into());
-            }
-        }
-        401 => {
-            if challenges.is_empty() {
-                note(Level::Problem, "401 without WWW-Authenticate: RFC 9110 §15.5.2 requires a challenge".into());
-                next.push("the server must say which scheme it accepts; ask its owners".into());
-            } else {
-                let schemes: Vec<&str> = challenges.iter().map(|c| c.scheme.as_str()).collect();
-                note(Level::Ok, format!("401: authentication required; accepted schemes: {}", schemes.join(", ")));
-            }
-            match bearer.as_ref().and_then(|b| b.error.as_deref()) {
-                None if sent_credentials => {
-                    note(Level::Note, "credentials were sent but not recognized (wrong scheme, header or cookie?)".into());
-                    next.push("send the credential in the scheme the challenge names".into());
-                }
-                None => next.push("send credentials: a token in `Authorization: Bearer …` or the scheme the challenge names".into()),
-                Some("invalid_token") => {
-                    let why = bearer.as_ref().and_then(|b| b.error_description.clone()).unwrap_or_default();
-                    note(Level::Ok, format!("invalid_token: {why}"));
-                    next.push("get a new token (refresh it) and check its exp, aud and iss; retrying the same token will fail again".into());
-                }
-                Some(other) => note(Level::Note, format!("Bearer error `{other}`")),
-            }
-        }
-        400 => {
-            if bearer.as_ref().and_then(|b| b.error.as_deref()) == Some("invalid_request") {
-                note(Level::Ok, "400 invalid_request: the credentials are malformed (two tokens? a bad scheme?)".into());
-                next.push("send exactly one well-formed credential".into());
-            } else {
-                note(Level::Note, "400: the request itself is malformed".into());
-            }
-        }
-        403 => {
-            if !sent_credentials {
-                note(Level::Problem, "403 to a request that sent no credentials: a 401 with a challenge is the answer (RFC 9110 §15.5.2)".into());
-            }
-            match bearer.as_ref().filter(|b| b.error.as_deref() == Some("insufficient_scope")) {
-                Some(b) => {
-                    note(Level::Ok, format!("insufficient_scope: the token needs scope {}", b.scope.join(" ")));
-                    next.push(format!("request a token with scope {}; do not retry or refresh the same token", b.scope.join(" ")));
-                }
-                None => {
-                    note(Level::Ok, "403: authenticated, and not allowed".into());
-                    next.push("do not retry: ask for the role or permission; `warden explain` shows which".into());
-                }
-            }
-        }
-        404 => match baseline {
-            Some(b) if b.status == StatusCode::NOT_FOUND && same_shape(b, answer) => {
-                note(Level::Ok, "404: the same answer as a path that does not exist (a concealed route looks like this too)".into());
-            }
-            Some(_) => note(
-                Level::Note,
-                "404 that differs from the 404 of a path that does not exist: the difference tells something is here".into(),
-            ),
-            None => note(Level::Note, "404".into()),
-        },
-        405 => match header(headers, "allow") {
-            Some(allow) => {
-                note(Level::Ok, format!("405: {method} is not accepted here; Allow: {allow}"));
-                next.push(format!("use one of: {allow}"));
-            }
-            None => note(Level::Problem, "405 without Allow: RFC 9110 §15.5.6 requires it".into()),
-        },
-        429 | 503 => {
-            match header(headers, "retry-after") {
-                Some(wait) => {
-                    note(Level::Ok, format!("{status}: wait, Retry-After: {wait}"));
-                    next.push(format!("wait {wait} before retrying; retry only idempotent requests"));
-                }
-                None if status == StatusCode::TOO_MANY_REQUESTS => {
-                    note(Level::Problem, "429 without Retry-After: clients cannot know when to come back".into());
-                    next.push("back off exponentially with jitter".into());
-                }
-                None => note(Level::Note, "503 without Retry-After".into()),
-            }
-            for name in ["ratelimit", "ratelimit-policy"] {
-                if let Some(v) = header(headers, name) {
-                    note(Level::Ok, format!("{name}: {v}"));
-                }
-            }
-        }
-        451 => match header(headers, "link").filter(|l| l.contains("blocked-by")) {
-            Some(link) => note(Level::Ok, format!("451: unavailable for legal reasons; {link}")),
-            None => note(Level::Problem, "451 without a Link rel=\"blocked-by\" (RFC 7725)".into()),
-        },
-        502 | 504 => note(Level::Note, format!("{status}: the service behind the gateway failed; not an access problem")),
-        500 => note(Level::Problem, "500: a server error; an access decision should never be a 500".into()),
-        _ => note(Level::Note, format!("{status}")),
-    }
-
-    if status.as_u16() >= 400 {
-        match &problem {
-            Some(p) => {
-                let code = p
-                    .code
-                    .as_deref()
-                    .map(|c| format!(" (code {c})"))
-                    .unwrap_or_default();
-                note(
-                    Level::Ok,
-                    format!(
-                        "problem: {}{code}: {}",
-                        p.title.as_deref().unwrap_or("-"),
-                        p.detail.as_deref().unwrap_or("-")
-                    ),
-                );
-            }
-            None => note(
-                Level::Note,
-                "the error body is not application/problem+json (RFC 9457)".into(),
-            ),
-        }
-    }
-    for (vendor, evidence) in signatures(headers) {
-        note(Level::Note, format!("in front: {vendor} ({evidence})"));
-    }
+    let asked = Asked {
+        method,
+        sent_credentials,
+        baseline,
+    };
+    let explanation = answer::explain(asked, answer);
     Report {
         label: label.to_owned(),
-        status: status.as_u16(),
-        problem: problem.map(|p| problem_json(&p)),
-        findings,
-        next,
+        status: answer.status.as_u16(),
+        problem: explanation.problem.as_ref().map(problem_json),
+        findings: explanation
+            .observations
+            .into_iter()
+            .map(|o| Finding {
+                level: o.level,
+                text: o.text,
+            })
+            .collect(),
+        next: explanation.next,
     }
 }
 
@@ -372,119 +207,8 @@ fn problem_json(p: &Problem) -> serde_json::Value {
     })
 }
 
-fn header(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-}
-
-/// A JSON object body with a top-level `error` or `errors` member.
-fn body_has_error(body: &[u8]) -> bool {
-    serde_json::from_slice::<serde_json::Value>(body)
-        .ok()
-        .and_then(|v| {
-            v.as_object()
-                .map(|o| o.contains_key("error") || o.contains_key("errors"))
-        })
-        .unwrap_or(false)
-}
-
-/// Same content type and, for JSON, the same members with the same values except ids.
-fn same_shape(a: &Answer, b: &Answer) -> bool {
-    let ct = |x: &Answer| header(&x.headers, "content-type");
-    if ct(a) != ct(b) {
-        return false;
-    }
-    let strip = |x: &Answer| {
-        serde_json::from_slice::<serde_json::Value>(&x.body)
-            .ok()
-            .map(|mut v| {
-                if let Some(o) = v.as_object_mut() {
-                    for id in [
-                        "instance",
-                        "request_id",
-                        "requestId",
-                        "trace_id",
-                        "timestamp",
-                    ] {
-                        o.remove(id);
-                    }
-                }
-                v
-            })
-    };
-    match (strip(a), strip(b)) {
-        (Some(x), Some(y)) => x == y,
-        _ => a.body == b.body,
-    }
-}
-
-/// WAFs and CDNs recognizable from response headers.
-#[must_use]
-pub fn signatures(headers: &HeaderMap) -> Vec<(&'static str, String)> {
-    let server = header(headers, "server")
-        .unwrap_or_default()
-        .to_ascii_lowercase();
-    let has = |name: &str| headers.contains_key(name);
-    let mut out = Vec::new();
-    let mut add = |vendor: &'static str, evidence: &str| {
-        if !out.iter().any(|(v, _)| *v == vendor) {
-            out.push((vendor, evidence.to_owned()));
-        }
-    };
-    if has("cf-ray") || server == "cloudflare" {
-        add("Cloudflare", "cf-ray / server: cloudflare");
-    }
-    if has("x-amz-cf-id") {
-        add("Amazon CloudFront", "x-amz-cf-id");
-    }
-    if server.starts_with("awselb") || has("x-amzn-requestid") || has("x-amzn-trace-id") {
-        add(
-            "AWS load balancer / API Gateway",
-            "server: awselb or x-amzn-*",
-        );
-    }
-    if server.contains("akamai") || has("akamai-grn") || has("x-akamai-transformed") {
-        add("Akamai", "server: AkamaiGHost / akamai-grn");
-    }
-    if has("x-sucuri-id") {
-        add("Sucuri", "x-sucuri-id");
-    }
-    if has("x-iinfo")
-        || headers
-            .get_all("set-cookie")
-            .iter()
-            .any(|c| c.to_str().is_ok_and(|c| c.starts_with("incap_ses")))
-    {
-        add("Imperva Incapsula", "x-iinfo / incap_ses cookie");
-    }
-    if has("x-azure-ref") {
-        add("Azure Front Door", "x-azure-ref");
-    }
-    if has("x-fastly-request-id")
-        || header(headers, "x-served-by").is_some_and(|v| v.contains("cache-"))
-    {
-        add("Fastly", "x-fastly-request-id / x-served-by");
-    }
-    if server == "envoy" || has("x-envoy-upstream-service-time") {
-        add("Envoy", "server: envoy / x-envoy-*");
-    }
-    if header(headers, "via").is_some_and(|v| v.to_ascii_lowercase().contains("kong"))
-        || has("x-kong-request-id")
-    {
-        add("Kong", "via: kong / x-kong-*");
-    }
-    if server.starts_with("nginx") {
-        add("NGINX", "server: nginx");
-    }
-    if server.starts_with("haproxy") {
-        add("HAProxy", "server: haproxy");
-    }
-    if has("x-warden-decision-id") {
-        add("warden", "x-warden-decision-id");
-    }
-    out
+fn header(answer: &Answer, name: &str) -> Option<String> {
+    answer.header(name)
 }
 
 /// CORS for an origin: the actual answer's headers, and a preflight.
@@ -496,7 +220,7 @@ async fn cors(
     answer: &Answer,
     report: &mut Report,
 ) {
-    match header(&answer.headers, "access-control-allow-origin") {
+    match header(answer, "access-control-allow-origin") {
         Some(allowed) if allowed == origin || allowed == "*" => {
             report.findings.push(Finding { level: Level::Ok, text: format!("CORS: {origin} may read the answer (Access-Control-Allow-Origin: {allowed})") });
         }
@@ -509,7 +233,7 @@ async fn cors(
         .header("access-control-request-method", method.as_str());
     if let Ok(p) = fetch(preflight).await {
         let methods =
-            header(&p.headers, "access-control-allow-methods").unwrap_or_else(|| "none".to_owned());
+            header(&p, "access-control-allow-methods").unwrap_or_else(|| "none".to_owned());
         report.findings.push(Finding {
             level: Level::Note,
             text: format!("CORS preflight: {} (allowed methods: {methods})", p.status),

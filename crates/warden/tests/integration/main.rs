@@ -9,6 +9,7 @@
 
 mod common;
 
+mod audit;
 mod authentication;
 mod authorization;
 mod bypass;

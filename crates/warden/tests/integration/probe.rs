@@ -174,20 +174,23 @@ async fn careless_server() -> std::net::SocketAddr {
         while let Ok((stream, _)) = listener.accept().await {
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(|req: Request<Incoming>| async move {
-                    let (status, body, extra): (u16, &str, Vec<(&str, &str)>) =
-                        match req.uri().path() {
-                            "/no-challenge" => (401, "{\"message\":\"login\"}", vec![]),
-                            "/forbidden-anonymous" => (403, "denied", vec![]),
-                            "/ok-with-error" => (200, "{\"error\":\"user not found\"}", vec![]),
-                            "/slow-down" => (429, "", vec![]),
-                            "/no-allow" => (405, "", vec![]),
-                            "/cors" => (
-                                200,
-                                "{}",
-                                vec![("access-control-allow-origin", "https://app.example")],
-                            ),
-                            _ => (404, "nothing", vec![]),
-                        };
+                    let (status, body, extra): (u16, &str, Vec<(&str, &str)>) = match req
+                        .uri()
+                        .path()
+                    {
+                        "/no-challenge" => (401, "{\"message\":\"login\"}", vec![]),
+                        "/forbidden-anonymous" => (403, "denied", vec![]),
+                        "/ok-with-error" => (200, "{\"error\":\"user not found\"}", vec![]),
+                        "/slow-down" => (429, "", vec![]),
+                        "/forbidden-busy" => (403, "{\"message\":\"Rate limit exceeded\"}", vec![]),
+                        "/no-allow" => (405, "", vec![]),
+                        "/cors" => (
+                            200,
+                            "{}",
+                            vec![("access-control-allow-origin", "https://app.example")],
+                        ),
+                        _ => (404, "nothing", vec![]),
+                    };
                     let mut resp = Response::new(Full::new(Bytes::from(body)));
                     *resp.status_mut() = http::StatusCode::from_u16(status).unwrap();
                     resp.headers_mut()
@@ -236,6 +239,7 @@ async fn classic_mistakes_are_called_out() {
     .await;
     assert!(t.contains("problem: "), "{t}");
     check("/slow-down", "429 without Retry-After").await;
+    check("/forbidden-busy", "403 that is a rate limit").await;
     check("/no-allow", "405 without Allow").await;
     check("/forbidden-anonymous", "not application/problem+json").await;
 
