@@ -419,15 +419,21 @@ fn token(spec: &TokenSpec, key: Option<PathBuf>, alg: Option<&str>) -> ExitCode 
     }
 }
 
-/// The gateway's multi-threaded runtime: `[gateway] workers` worker threads (at least one),
-/// or one per core when unset.
+/// The gateway's runtime: `[gateway] workers` worker threads, or one per core when unset.
+/// One worker is a current-thread runtime: the same thread serves every connection without
+/// the work-stealing scheduler's bookkeeping (measured in BENCHMARKS.md); password hashing
+/// still goes to the blocking pool.
 fn runtime(workers: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    builder.enable_all();
-    if let Some(workers) = workers {
-        builder.worker_threads(workers.max(1));
-    }
-    builder.build()
+    let mut builder = match workers {
+        Some(0 | 1) => tokio::runtime::Builder::new_current_thread(),
+        Some(workers) => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(workers);
+            builder
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
+    builder.enable_all().build()
 }
 
 #[cfg(test)]

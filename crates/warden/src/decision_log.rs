@@ -1,8 +1,10 @@
 //! The decision log: one JSON line per decision, written off the request path.
 //!
-//! Lines go through a bounded channel to a writer thread. When the writer falls behind,
-//! lines are dropped and counted (`warden_decision_log_dropped_total`) rather than making
-//! requests wait. The last lines are also kept in memory for the admin listener.
+//! Records go through a bounded channel to a writer thread, which renders and writes them:
+//! the request's thread only copies the decision. When the writer falls behind, records
+//! are dropped and counted (`warden_decision_log_dropped_total`) rather than making
+//! requests wait. The last records are also kept in memory for the admin listener, which
+//! renders them when asked.
 
 use std::collections::VecDeque;
 use std::fs::OpenOptions;
@@ -37,12 +39,24 @@ pub struct RequestFacts<'a> {
     pub at: SystemTime,
 }
 
+/// One decision as logged: the decision and the facts of its request, owned.
+#[derive(Debug)]
+struct Record {
+    decision: Decision,
+    client: IpAddr,
+    method: Method,
+    /// The request target, truncated.
+    target: String,
+    at: SystemTime,
+    status: u16,
+}
+
 /// A handle to the decision log; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct DecisionLog {
-    sender: Option<SyncSender<String>>,
+    sender: Option<SyncSender<Arc<Record>>>,
     log_allowed: bool,
-    recent: Arc<Mutex<VecDeque<String>>>,
+    recent: Arc<Mutex<VecDeque<Arc<Record>>>>,
     metrics: Arc<Metrics>,
 }
 
@@ -64,18 +78,20 @@ impl DecisionLog {
             )),
         };
         let sender = sink.map(|sink| {
-            let (tx, rx) = mpsc::sync_channel::<String>(CHANNEL_CAPACITY);
+            let (tx, rx) = mpsc::sync_channel::<Arc<Record>>(CHANNEL_CAPACITY);
             std::thread::Builder::new()
                 .name("warden-decision-log".to_owned())
                 .spawn(move || {
                     let mut out = BufWriter::new(sink);
-                    while let Ok(line) = rx.recv() {
-                        let _ = out.write_all(line.as_bytes());
+                    let write = |out: &mut BufWriter<_>, record: &Record| {
+                        let _ = serde_json::to_writer(&mut *out, &line(record));
                         let _ = out.write_all(b"\n");
+                    };
+                    while let Ok(record) = rx.recv() {
+                        write(&mut out, &record);
                         // Flush whenever the queue is drained, so lines appear promptly.
-                        while let Ok(line) = rx.try_recv() {
-                            let _ = out.write_all(line.as_bytes());
-                            let _ = out.write_all(b"\n");
+                        while let Ok(record) = rx.try_recv() {
+                            write(&mut out, &record);
                         }
                         let _ = out.flush();
                     }
@@ -107,15 +123,22 @@ impl DecisionLog {
         {
             return;
         }
-        let line = line(decision, facts, status).to_string();
+        let record = Arc::new(Record {
+            decision: decision.clone(),
+            client: facts.client,
+            method: facts.method.clone(),
+            target: facts.target.chars().take(512).collect(),
+            at: facts.at,
+            status,
+        });
         if let Ok(mut recent) = self.recent.lock() {
             if recent.len() == RECENT {
                 recent.pop_front();
             }
-            recent.push_back(line.clone());
+            recent.push_back(Arc::clone(&record));
         }
         if let Some(sender) = &self.sender {
-            match sender.try_send(line) {
+            match sender.try_send(record) {
                 Ok(()) => {}
                 Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                     self.metrics.decision_log_dropped.inc()
@@ -127,22 +150,26 @@ impl DecisionLog {
     /// The most recent lines, oldest first.
     #[must_use]
     pub fn recent(&self) -> Vec<String> {
-        self.recent
+        let records: Vec<Arc<Record>> = self
+            .recent
             .lock()
             .map(|r| r.iter().cloned().collect())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        records.iter().map(|r| line(r).to_string()).collect()
     }
 }
 
-fn line(decision: &Decision, facts: RequestFacts<'_>, status: u16) -> serde_json::Value {
+fn line(record: &Record) -> serde_json::Value {
+    let Record {
+        decision, status, ..
+    } = record;
     let identity = decision.identity();
-    let target: String = facts.target.chars().take(512).collect();
     json!({
         "decision_id": decision.id.to_string(),
-        "time": humantime::format_rfc3339_micros(facts.at).to_string(),
-        "client": facts.client.to_string(),
-        "method": facts.method.as_str(),
-        "path": target,
+        "time": humantime::format_rfc3339_micros(record.at).to_string(),
+        "client": record.client.to_string(),
+        "method": record.method.as_str(),
+        "path": record.target,
         "route": decision.route.as_deref(),
         "subject": identity.map(|i| i.subject.as_str()),
         "source": identity.map(|i| i.source.as_ref()),

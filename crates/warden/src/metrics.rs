@@ -8,6 +8,8 @@ use prometheus::{
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
+    /// Unique in the process: tells this registry's cached counters from another's.
+    id: u64,
     /// Decisions by outcome, status, stage and reason code.
     pub decisions: IntCounterVec,
     /// Time taken by the decision engine.
@@ -31,6 +33,40 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// The `warden_decisions_total` counter of one label set. Finding a counter by its
+    /// labels hashes them and takes the family's lock; the request path asks for the same
+    /// few label sets all the time, so each thread keeps the counters it used.
+    pub fn decision_counter(
+        &self,
+        allowed: bool,
+        status: http::StatusCode,
+        stage: &'static str,
+        reason: &'static str,
+    ) -> IntCounter {
+        type Key = (u64, bool, u16, &'static str, &'static str);
+        thread_local! {
+            static COUNTERS: std::cell::RefCell<std::collections::HashMap<Key, IntCounter>> =
+                std::cell::RefCell::new(std::collections::HashMap::new());
+        }
+        let key = (self.id, allowed, status.as_u16(), stage, reason);
+        COUNTERS.with(|counters| {
+            let mut counters = counters.borrow_mut();
+            if let Some(counter) = counters.get(&key) {
+                return counter.clone();
+            }
+            let outcome = if allowed { "allow" } else { "deny" };
+            let counter = self
+                .decisions
+                .with_label_values(&[outcome, status.as_str(), stage, reason]);
+            // Bounded: label sets are few, registries come and go only in tests.
+            if counters.len() >= 4096 {
+                counters.clear();
+            }
+            counters.insert(key, counter.clone());
+            counter
+        })
+    }
+
     /// A fresh registry with every metric registered.
     ///
     /// # Errors
@@ -107,8 +143,10 @@ impl Metrics {
         registry.register(Box::new(upstream_errors.clone()))?;
         registry.register(Box::new(decision_log_dropped.clone()))?;
         registry.register(Box::new(jwks_fetches.clone()))?;
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         Ok(Self {
             registry,
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             decisions,
             decision_seconds,
             upstream_errors,

@@ -20,16 +20,10 @@ pub(crate) fn record(
         .decision_seconds
         .observe(decision.elapsed.as_secs_f64());
     count_waf(shared, decision);
-    let outcome = if decision.is_allowed() {
-        "allow"
-    } else {
-        "deny"
-    };
     let reason = decision.reason().map_or("", Reason::code);
     shared
         .metrics
-        .decisions
-        .with_label_values(&[outcome, status.as_str(), decision.stage.as_str(), reason])
+        .decision_counter(decision.is_allowed(), status, decision.stage.as_str(), reason)
         .inc();
     if let Some(Reason::PolicyError { errors }) = decision.reason() {
         tracing::error!(decision_id = %decision.id, route = decision.route.as_deref(), ?errors, "policy evaluation failed; denied");
