@@ -55,9 +55,9 @@ impl Metrics {
                 return counter.clone();
             }
             let outcome = if allowed { "allow" } else { "deny" };
-            let counter = self
-                .decisions
-                .with_label_values(&[outcome, status.as_str(), stage, reason]);
+            let counter =
+                self.decisions
+                    .with_label_values(&[outcome, status.as_str(), stage, reason]);
             // Bounded: label sets are few, registries come and go only in tests.
             if counters.len() >= 4096 {
                 counters.clear();

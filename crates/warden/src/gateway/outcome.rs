@@ -23,7 +23,12 @@ pub(crate) fn record(
     let reason = decision.reason().map_or("", Reason::code);
     shared
         .metrics
-        .decision_counter(decision.is_allowed(), status, decision.stage.as_str(), reason)
+        .decision_counter(
+            decision.is_allowed(),
+            status,
+            decision.stage.as_str(),
+            reason,
+        )
         .inc();
     if let Some(Reason::PolicyError { errors }) = decision.reason() {
         tracing::error!(decision_id = %decision.id, route = decision.route.as_deref(), ?errors, "policy evaluation failed; denied");
