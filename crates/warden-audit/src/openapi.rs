@@ -137,7 +137,10 @@ impl<'a> Reader<'a> {
         let paths = root
             .get("paths")
             .ok_or_else(|| self.invalid("/paths", "missing"))?;
-        let paths = self.object(paths, "/paths")?;
+        // Paths in key order whatever the JSON map keeps (serde_json keeps insertion order
+        // when any crate of the build enables `preserve_order`).
+        let mut paths: Vec<_> = self.object(paths, "/paths")?.iter().collect();
+        paths.sort_by(|a, b| a.0.cmp(b.0));
         let mut out = Vec::new();
         for (template, item) in paths {
             let item_ptr = format!("/paths/{}", escape(template));

@@ -213,7 +213,7 @@ impl ContextBuilder {
                         .map(|(k, v)| (SmolStr::new(k), string(v))),
                     None,
                 ),
-                _ => string(&input.identity.source.to_string()),
+                _ => string(&input.identity.source),
             };
             attrs.insert(SmolStr::new_static(key), value);
         }
