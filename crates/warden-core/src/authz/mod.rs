@@ -168,14 +168,25 @@ impl Authorization {
         let (selected, selected_shadow);
         let (policies, shadow) = match self.slices.get(&input.target.action) {
             Some((policies, shadow)) => {
-                let resource_ancestors: std::collections::HashSet<EntityUid> =
-                    self.entities.ancestors(&resource).cloned().collect();
+                // A resource that is the principal itself is the principal's entity in the
+                // request (its roles as ancestors), not the file's.
+                let is_principal = resource == principal.uid;
+                let resource_ancestors: std::collections::HashSet<EntityUid> = if is_principal {
+                    principal.ancestors.clone()
+                } else {
+                    self.entities.ancestors(&resource).cloned().collect()
+                };
                 let facts = index::Facts {
                     identity: input.identity,
                     principal: &principal.uid,
                     principal_ancestors: &principal.ancestors,
                     resource: &resource,
-                    resource_entity: self.entities.get(&resource),
+                    // Its attributes are then the identity's: left to Cedar.
+                    resource_entity: if is_principal {
+                        None
+                    } else {
+                        self.entities.get(&resource)
+                    },
                     resource_ancestors: &resource_ancestors,
                     client: input.client,
                 };
@@ -466,7 +477,8 @@ permit(principal, action, resource) when { principal in Role::"viewer" || princi
           { "uid": { "type": "Folder", "id": "f1" }, "attrs": {}, "parents": [{ "type": "Folder", "id": "f0" }] },
           { "uid": { "type": "Doc", "id": "d0" }, "attrs": { "sens": 1, "name": "n0" }, "parents": [{ "type": "Folder", "id": "f1" }] },
           { "uid": { "type": "Doc", "id": "d1" }, "attrs": { "sens": 4, "name": "n1", "owner": { "__entity": { "type": "User", "id": "u0" } } }, "parents": [{ "type": "Folder", "id": "f0" }] },
-          { "uid": { "type": "Doc", "id": "d2" }, "attrs": { "sens": "high" }, "parents": [] }
+          { "uid": { "type": "Doc", "id": "d2" }, "attrs": { "sens": "high" }, "parents": [] },
+          { "uid": { "type": "User", "id": "u1" }, "attrs": { "sens": 2, "dept": "d0" }, "parents": [{ "type": "Role", "id": "r2" }] }
         ]"#;
 
         fn principal_scope() -> impl Strategy<Value = String> {
@@ -493,6 +505,8 @@ permit(principal, action, resource) when { principal in Role::"viewer" || princi
                 Just("resource".to_owned()),
                 (0..4u8).prop_map(|k| format!("resource == Doc::\"d{k}\"")),
                 (0..2u8).prop_map(|k| format!("resource in Folder::\"f{k}\"")),
+                (0..3u8).prop_map(|k| format!("resource in Role::\"r{k}\"")),
+                Just("resource is User".to_owned()),
                 Just("resource is Doc".to_owned()),
                 Just("resource is Folder".to_owned()),
                 (0..2u8).prop_map(|k| format!("resource is Doc in Folder::\"f{k}\"")),
@@ -652,6 +666,8 @@ permit(principal, action, resource) when { principal in Role::"viewer" || princi
                 resource in prop_oneof![
                     (0..4u8).prop_map(|k| ("Doc", format!("d{k}"))),
                     (0..2u8).prop_map(|k| ("Folder", format!("f{k}"))),
+                    // The principal itself, or another user (one of the file).
+                    (0..3u8).prop_map(|k| ("User", format!("u{k}"))),
                 ],
                 write in any::<bool>(),
             ) {
