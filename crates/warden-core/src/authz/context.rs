@@ -158,6 +158,18 @@ thread_local! {
     static RECENT: RefCell<Recent> = RefCell::new(Recent::default());
 }
 
+/// A function of Cedar's extensions (`ip`, `datetime`, `isInRange`…), looked up once by
+/// its callers.
+///
+/// # Errors
+/// When this build of Cedar does not have it.
+pub(super) fn extension(name: &str) -> Result<&'static ExtensionFunction, String> {
+    let name = Name::parse_unqualified_name(name).map_err(|e| e.to_string())?;
+    Extensions::all_available()
+        .func(&name)
+        .map_err(|e| format!("Cedar has no `{name}` extension: {e}"))
+}
+
 /// At most this many client addresses' values are kept per thread.
 const MAX_RECENT_IPS: usize = 1024;
 
@@ -168,17 +180,11 @@ impl ContextBuilder {
     /// When Cedar's `ip` or `datetime` extension is missing (a build of Cedar without them).
     pub fn new(reads: Reads, timezone: jiff::tz::TimeZone) -> Result<Self, String> {
         static NEXT_ID: AtomicU64 = AtomicU64::new(0);
-        let constructor = |name: &str| {
-            let name = Name::parse_unqualified_name(name).map_err(|e| e.to_string())?;
-            Extensions::all_available()
-                .func(&name)
-                .map_err(|e| format!("Cedar has no `{name}` extension: {e}"))
-        };
         Ok(Self {
             reads,
             timezone,
-            ip: constructor("ip")?,
-            datetime: constructor("datetime")?,
+            ip: extension("ip")?,
+            datetime: extension("datetime")?,
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
         })
     }
@@ -213,7 +219,8 @@ impl ContextBuilder {
                         .map(|(k, v)| (SmolStr::new(k), string(v))),
                     None,
                 ),
-                _ => string(&input.identity.source),
+                "auth_source" => string(&input.identity.source),
+                _ => continue,
             };
             attrs.insert(SmolStr::new_static(key), value);
         }

@@ -480,19 +480,13 @@ fn in_range_test(text: &str, ip: &cedar_policy_core::ast::ExtensionFunction) -> 
         _ => None,
     };
     let range = cedar(text.to_owned())?;
+    let is_in_range = super::context::extension("isInRange").ok()?;
     let first = net.network();
     let last = net.broadcast();
     let outside = [step(first, false), step(last, true)];
     let in_range = |address: IpAddr| -> Option<bool> {
         let value = cedar(address.to_string())?;
-        let extensions = cedar_policy_core::extensions::Extensions::all_available();
-        let name = cedar_policy_core::ast::Name::parse_unqualified_name("isInRange").ok()?;
-        match extensions
-            .func(&name)
-            .ok()?
-            .call(&[value, range.clone()])
-            .ok()?
-        {
+        match is_in_range.call(&[value, range.clone()]).ok()? {
             PartialValue::Value(v) => match v.value_kind() {
                 cedar_policy_core::ast::ValueKind::Lit(cedar_policy_core::ast::Literal::Bool(
                     b,
@@ -582,11 +576,7 @@ impl IndexedSet {
     /// When Cedar's `ip` extension is missing.
     pub fn new(set: PolicySet) -> Result<Self, String> {
         static NEXT_ID: AtomicU64 = AtomicU64::new(0);
-        let name = cedar_policy_core::ast::Name::parse_unqualified_name("ip")
-            .map_err(|e| e.to_string())?;
-        let ip = cedar_policy_core::extensions::Extensions::all_available()
-            .func(&name)
-            .map_err(|e| e.to_string())?;
+        let ip = super::context::extension("ip")?;
         let (mut principals, mut resources) = (HashMap::new(), HashMap::new());
         let number = |numbers: &mut HashMap<EntityUid, usize>, uid: &EntityUid| {
             let next = numbers.len();
@@ -698,10 +688,7 @@ mod tests {
 
     fn entry(text: &str) -> Entry {
         let policy = Policy::from_str(text).unwrap();
-        let name = cedar_policy_core::ast::Name::parse_unqualified_name("ip").unwrap();
-        let ip = cedar_policy_core::extensions::Extensions::all_available()
-            .func(&name)
-            .unwrap();
+        let ip = super::super::context::extension("ip").unwrap();
         let mut n = 0;
         let mut number = |_: &EntityUid| {
             n += 1;

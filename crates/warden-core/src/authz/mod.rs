@@ -128,17 +128,6 @@ impl Authorization {
     /// Evaluate the active policies (and the shadow ones, if any).
     pub fn evaluate(&self, input: &AuthzInput<'_>) -> (Verdict, Option<ShadowDisagreement>) {
         let resource = self.resource(input);
-        let request = match self.request(input, resource.clone()) {
-            Ok(r) => r,
-            Err(error) => {
-                return (
-                    Verdict::Errors {
-                        errors: vec![error],
-                    },
-                    None,
-                );
-            }
-        };
         let principal = principal::principal(
             input.identity,
             &self.principal_type,
@@ -156,6 +145,17 @@ impl Authorization {
             Ok((p, entities))
         }) {
             Ok(e) => e,
+            Err(error) => {
+                return (
+                    Verdict::Errors {
+                        errors: vec![error],
+                    },
+                    None,
+                );
+            }
+        };
+        let request = match self.request(input, principal.uid.clone(), resource.clone()) {
+            Ok(r) => r,
             Err(error) => {
                 return (
                     Verdict::Errors {
@@ -337,13 +337,6 @@ impl Authorization {
         id.to_string()
     }
 
-    fn principal(&self, identity: &Identity) -> EntityUid {
-        EntityUid::from_type_name_and_id(
-            self.principal_type.clone(),
-            EntityId::new(&identity.subject),
-        )
-    }
-
     fn resource(&self, input: &AuthzInput<'_>) -> EntityUid {
         let resource_id = fill_params(&input.target.resource_id, input.params);
         EntityUid::from_type_name_and_id(
@@ -352,12 +345,17 @@ impl Authorization {
         )
     }
 
-    fn request(&self, input: &AuthzInput<'_>, resource: EntityUid) -> Result<Request, String> {
+    fn request(
+        &self,
+        input: &AuthzInput<'_>,
+        principal: EntityUid,
+        resource: EntityUid,
+    ) -> Result<Request, String> {
         let context: Context = self.context.build(input)?;
         // The request is not checked against the schema: warden builds it, and its context
         // shape is documented; policies are validated against the schema at load.
         Request::new(
-            self.principal(input.identity),
+            principal,
             input.target.action.clone(),
             resource,
             context,
@@ -594,13 +592,14 @@ permit(principal, action, resource) when { principal in Role::"viewer" || princi
 
         /// Cedar's own answer, over every policy, for the same request and entities.
         fn plain(authz: &Authorization, input: &AuthzInput<'_>) -> Verdict {
-            let resource = authz.resource(input);
-            let Ok(request) = authz.request(input, resource.clone()) else {
-                return Verdict::Errors { errors: vec![] };
-            };
             // The whole file, the principal upserted, the hierarchy computed by Cedar.
             let uid = |t: &str, id: &str| {
                 EntityUid::from_type_name_and_id(type_name(t).unwrap(), EntityId::new(id))
+            };
+            let resource = authz.resource(input);
+            let principal = uid("User", &input.identity.subject);
+            let Ok(request) = authz.request(input, principal, resource.clone()) else {
+                return Verdict::Errors { errors: vec![] };
             };
             let mut attrs = HashMap::new();
             for (name, value) in &input.identity.attributes {
