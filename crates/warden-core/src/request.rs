@@ -18,6 +18,9 @@ pub struct RequestView<'a> {
     pub peer: IpAddr,
     /// The body, when the driver read it for inspection (see [`crate::Need::Body`]).
     pub body: BodyView<'a>,
+    /// The authority the request names besides `Host`: HTTP/2's `:authority`, or the
+    /// authority of an absolute-form target. One that disagrees with `Host` is refused.
+    pub authority: Option<&'a str>,
 }
 
 /// What the engine knows of the request body.
@@ -42,7 +45,15 @@ impl<'a> RequestView<'a> {
             headers,
             peer,
             body: BodyView::NotRead,
+            authority: None,
         }
+    }
+
+    /// The same view with the authority the request names besides `Host`.
+    #[must_use]
+    pub fn with_authority(mut self, authority: Option<&'a str>) -> Self {
+        self.authority = authority;
+        self
     }
 
     /// The same view with the body the driver read.

@@ -321,6 +321,13 @@ pub fn refusal_detail(decision: &Decision) -> Option<String> {
 }
 
 /// What the body says. `public` never names roles; rule ids and token contents never appear.
+/// What a refusal for `reason` says to any client (the public verbosity): for a front end
+/// that answers in another form too (gRPC's `grpc-message`).
+#[must_use]
+pub fn public_detail(reason: &Reason) -> String {
+    detail(reason, Verbosity::Public)
+}
+
 fn detail(reason: &Reason, verbosity: Verbosity) -> String {
     match reason {
         Reason::MalformedRequest { detail } | Reason::MalformedCredentials { detail } => {

@@ -324,7 +324,11 @@ fn serve(config_path: Option<PathBuf>, listeners: Listeners) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        eprintln!("warden listening on http://{}", gateway.proxy_addr);
+        // Installed before the gateway says it listens: a SIGHUP or SIGTERM sent as soon as
+        // it does must be handled, not end the process by the signal's default action.
+        let signals = Signals::install();
+        let scheme = if gateway.tls { "https" } else { "http" };
+        eprintln!("warden listening on {scheme}://{}", gateway.proxy_addr);
         if let Some(admin) = gateway.admin_addr {
             eprintln!("warden admin on http://{admin} (/healthz, /metrics, /decisions/recent)");
         }
@@ -333,20 +337,32 @@ fn serve(config_path: Option<PathBuf>, listeners: Listeners) -> ExitCode {
                 .map_or_else(|_| "warden".to_owned(), |p| p.display().to_string());
             eprintln!("{}", crate::demo::welcome(gateway.proxy_addr, &exe));
         }
-        wait_for_shutdown(&gateway).await;
+        wait_for_shutdown(&gateway, signals).await;
         tracing::info!("shutting down");
         gateway.shutdown().await;
         ExitCode::SUCCESS
     })
 }
 
+/// The signals `warden serve` answers: SIGHUP reloads, SIGTERM (or Ctrl-C) stops.
+struct Signals {
+    hangup: Option<tokio::signal::unix::Signal>,
+    terminate: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn install() -> Self {
+        use tokio::signal::unix::{SignalKind, signal};
+        Self {
+            hangup: signal(SignalKind::hangup()).ok(),
+            terminate: signal(SignalKind::terminate()).ok(),
+        }
+    }
+}
+
 /// Serve until Ctrl-C or SIGTERM; reload the configuration on every SIGHUP.
-async fn wait_for_shutdown(gateway: &Gateway) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut hangup), Ok(mut terminate)) = (
-        signal(SignalKind::hangup()),
-        signal(SignalKind::terminate()),
-    ) else {
+async fn wait_for_shutdown(gateway: &Gateway, signals: Signals) {
+    let (Some(mut hangup), Some(mut terminate)) = (signals.hangup, signals.terminate) else {
         let _ = tokio::signal::ctrl_c().await;
         return;
     };

@@ -30,6 +30,9 @@ pub struct Metrics {
     pub bans: IntCounter,
     /// WAF findings by rule and by whether they were refused (`detect` routes only log).
     pub waf_findings: IntCounterVec,
+    /// TLS handshakes that failed (no common version or cipher, a bad client certificate,
+    /// a client too slow).
+    pub tls_handshake_failures: IntCounter,
 }
 
 impl Metrics {
@@ -140,6 +143,11 @@ impl Metrics {
         registry.register(Box::new(waf_findings.clone()))?;
         registry.register(Box::new(decisions.clone()))?;
         registry.register(Box::new(decision_seconds.clone()))?;
+        let tls_handshake_failures = IntCounter::new(
+            "warden_tls_handshake_failures_total",
+            "TLS handshakes on the proxy listener that failed",
+        )?;
+        registry.register(Box::new(tls_handshake_failures.clone()))?;
         registry.register(Box::new(upstream_errors.clone()))?;
         registry.register(Box::new(decision_log_dropped.clone()))?;
         registry.register(Box::new(jwks_fetches.clone()))?;
@@ -150,6 +158,7 @@ impl Metrics {
             decisions,
             decision_seconds,
             upstream_errors,
+            tls_handshake_failures,
             decision_log_dropped,
             jwks_fetches,
             reloads,

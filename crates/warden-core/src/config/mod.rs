@@ -10,6 +10,8 @@ mod limits;
 mod network;
 pub(crate) mod raw;
 mod sources;
+mod tls;
+mod upstream;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -17,13 +19,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderName, Method, Uri};
+use http::{HeaderName, Method};
 use toml::Spanned;
 
 use self::error::Collector;
 pub use self::error::{ConfigError, ConfigErrors};
 pub use self::limits::{Backend, FailMode, StateSettings};
 use self::raw::{RawConfig, RawIdentityHeaders, RawRoute};
+pub use self::tls::{Http2Settings, KeyPair, ListenerCertificate, ListenerTls, TlsVersion};
+pub use self::upstream::{
+    Balance, HealthCheck, PassiveHealth, Upstream, UpstreamProtocol, UpstreamTls,
+};
 use crate::auth::Source;
 use crate::auth::jwt::JwtSource;
 use crate::route::{Route, Router};
@@ -64,6 +70,10 @@ pub struct ServeSettings {
     pub log: LogSettings,
     /// Who may use the admin listener.
     pub admin: AdminSettings,
+    /// TLS on the proxy listener, if configured.
+    pub tls: Option<ListenerTls>,
+    /// HTTP/2 to clients and its limits.
+    pub http2: Http2Settings,
 }
 
 /// Who may use the admin listener (`[admin]`). `/healthz` is always open; `/reload`,
@@ -163,13 +173,6 @@ pub const CLIENT_FORBIDDEN_HEADERS: [&str; 8] = [
     "x-http-method",
     "x-method-override",
 ];
-
-/// An upstream: where allowed requests go.
-#[derive(Debug, Clone)]
-pub struct Upstream {
-    /// `http://host:port` with an optional base path.
-    pub url: Uri,
-}
 
 /// A JWKS document to fetch and refresh, for the gateway to keep current.
 #[derive(Debug, Clone)]
@@ -298,7 +301,7 @@ impl Config {
         };
         let base_dir = origin.parent().map(Path::to_path_buf).unwrap_or_default();
 
-        let (gateway, serve) = gateway_settings(&raw, &mut errors);
+        let (gateway, serve) = gateway_settings(&raw, &base_dir, &mut errors);
         let forward_auth = forward_auth_settings(&raw, &mut errors);
         let log = LogSettings {
             target: match raw.log.decisions.as_deref() {
@@ -312,27 +315,8 @@ impl Config {
 
         let mut upstreams = BTreeMap::new();
         for (name, upstream) in &raw.upstreams {
-            let field = format!("upstreams.{name}.url");
-            match upstream.url.get_ref().parse::<Uri>() {
-                Ok(url)
-                    if url.scheme_str() == Some("http")
-                        && url.authority().is_some()
-                        && url.query().is_none() =>
-                {
-                    upstreams.insert(Arc::from(name.as_str()), Upstream { url });
-                }
-                Ok(url) if url.scheme_str() == Some("https") => {
-                    errors.at(
-                        upstream.url.span(),
-                        field,
-                        "https upstreams are not supported yet; use http on a trusted network",
-                    );
-                }
-                _ => errors.at(
-                    upstream.url.span(),
-                    field,
-                    "expected an absolute http URL such as http://127.0.0.1:3000",
-                ),
+            if let Some(checked) = upstream::upstream(name, upstream, &base_dir, &mut errors) {
+                upstreams.insert(Arc::from(name.as_str()), checked);
             }
         }
 
@@ -658,6 +642,7 @@ fn forward_auth_settings(
 /// still to be filled in).
 fn gateway_settings(
     raw: &RawConfig,
+    base_dir: &Path,
     errors: &mut Collector<'_>,
 ) -> (GatewaySettings, ServeSettings) {
     let g = &raw.gateway;
@@ -693,6 +678,11 @@ fn gateway_settings(
             allowed: true,
         },
         admin: AdminSettings::default(),
+        tls: g
+            .tls
+            .as_ref()
+            .and_then(|tls| tls::listener_tls(base_dir, tls, errors)),
+        http2: tls::http2_settings(g.http2.as_ref(), errors),
     };
     let gateway = GatewaySettings {
         realm: Arc::from(g.realm.as_deref().unwrap_or("warden")),

@@ -20,7 +20,7 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub identity_headers: RawIdentityHeaders,
     #[serde(default)]
-    pub upstreams: BTreeMap<String, RawUpstream>,
+    pub upstreams: BTreeMap<String, Spanned<RawUpstream>>,
     #[serde(default)]
     pub sources: BTreeMap<String, Spanned<RawSource>>,
     #[serde(default)]
@@ -245,6 +245,10 @@ pub(crate) struct RawGateway {
     pub trusted_proxies: Vec<Spanned<String>>,
     /// `x-forwarded-for` (default) or `forwarded`.
     pub client_address_header: Option<crate::network::client::ForwardedHeader>,
+    /// TLS on the proxy listener.
+    pub tls: Option<Spanned<RawTls>>,
+    /// HTTP/2 to clients and its limits.
+    pub http2: Option<Spanned<RawHttp2>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -272,7 +276,78 @@ pub(crate) struct RawIdentityHeaders {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawUpstream {
-    pub url: Spanned<String>,
+    /// One host: `http(s)://host:port/base`.
+    pub url: Option<Spanned<String>>,
+    /// Several hosts, the same scheme and base path.
+    #[serde(default)]
+    pub urls: Vec<Spanned<String>>,
+    /// `http1` (default) or `h2`.
+    pub protocol: Option<Spanned<String>>,
+    /// A CA bundle for an https upstream (the system's roots otherwise).
+    pub ca: Option<Spanned<String>>,
+    /// The server name sent and verified, when it is not the URL's host.
+    pub server_name: Option<Spanned<String>>,
+    /// The certificate warden presents to the upstream.
+    pub client_certificate: Option<Spanned<RawKeyPair>>,
+    /// `round_robin` (default) or `least_requests`.
+    pub balance: Option<Spanned<String>>,
+    /// Consecutive failures that take a host out of rotation.
+    pub eject_after: Option<Spanned<u32>>,
+    /// How long an ejected host stays out.
+    pub eject_for: Option<Spanned<String>>,
+    /// The active health check.
+    pub health: Option<Spanned<RawHealth>>,
+}
+
+/// `[upstreams.NAME.health]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHealth {
+    pub path: Option<Spanned<String>>,
+    pub interval: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
+}
+
+/// A certificate file and its key file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawKeyPair {
+    pub cert: Spanned<String>,
+    pub key: Spanned<String>,
+}
+
+/// One certificate of the listener.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawListenerCertificate {
+    pub cert: Spanned<String>,
+    pub key: Spanned<String>,
+    /// The server names it is chosen for (SNI).
+    #[serde(default)]
+    pub names: Vec<Spanned<String>>,
+}
+
+/// `[gateway.tls]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTls {
+    #[serde(default)]
+    pub certificates: Vec<RawListenerCertificate>,
+    /// `1.2` (default) or `1.3`.
+    pub min_version: Option<Spanned<String>>,
+    /// CA certificates client certificates are verified against (mTLS).
+    pub client_ca: Option<Spanned<String>>,
+}
+
+/// `[gateway.http2]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHttp2 {
+    pub enabled: Option<bool>,
+    pub max_concurrent_streams: Option<u32>,
+    pub max_header_list_size: Option<u32>,
+    pub max_pending_reset_streams: Option<u64>,
+    pub max_local_error_reset_streams: Option<u64>,
 }
 
 /// One identity source, by its `type`: `jwt`, `api_key` or `basic`.

@@ -251,6 +251,10 @@ async fn reload_answer(shared: &Arc<Shared>) -> (StatusCode, &'static str, Strin
                 json!({ "status": "refused", "errors": list }),
             )
         }
+        Err(e @ (super::ReloadError::Tls(_) | super::ReloadError::Upstream(_))) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            json!({ "status": "refused", "error": e.to_string() }),
+        ),
     };
     (status, "application/json", body.to_string())
 }

@@ -27,7 +27,7 @@
 //! so a header warden sets is not also listed for removal: setting it already replaces any
 //! value the client sent. A refusal is a `DeniedHttpResponse` with warden's exact status,
 //! headers and body (a concealed route's is an unknown path's 404), and a
-//! `google.rpc.Status` whose message is the body's detail, coded by [`grpc_code`]:
+//! `google.rpc.Status` whose message is the body's detail, coded by `grpc::grpc_code`:
 //!
 //! | HTTP | gRPC |
 //! |---|---|
@@ -73,6 +73,7 @@ use warden_core::{Decision, RequestView};
 use super::Shared;
 use super::decide::GatewayHost;
 use super::forward_auth::Unasked;
+use super::grpc::grpc_code;
 use super::outcome;
 use crate::decision_log::RequestFacts;
 
@@ -348,20 +349,6 @@ fn denied(refusal: Response<Bytes>, decision: &Decision) -> CheckResponse {
         status: Some(rpc_status(grpc_code(status), message)),
         http_response: Some(HttpResponse::DeniedResponse(denied)),
         ..CheckResponse::default()
-    }
-}
-
-/// The gRPC code of a refusal answered with `status` (the table in the module's
-/// documentation). Never `OK`: only an allow is.
-fn grpc_code(status: StatusCode) -> Code {
-    match status.as_u16() {
-        400 | 413 | 414 | 431 => Code::InvalidArgument,
-        401 => Code::Unauthenticated,
-        404 => Code::NotFound,
-        429 => Code::ResourceExhausted,
-        503 => Code::Unavailable,
-        500..=599 => Code::Internal,
-        _ => Code::PermissionDenied,
     }
 }
 

@@ -8,19 +8,22 @@ mod body;
 mod decide;
 mod ext_authz;
 pub(crate) mod forward_auth;
+mod grpc;
 mod jwks;
 mod outcome;
 mod proxy;
 pub mod reload;
 mod request_body;
+pub mod tls;
 mod upstream;
+mod websocket;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use hyper::server::conn::http1;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulConnection;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -53,6 +56,13 @@ pub enum StartError {
     /// without redirects, or not at all).
     #[error("cannot build the JWKS client: {0}")]
     JwksClient(#[source] reqwest::Error),
+    /// The listener's TLS configuration could not be built (a key that does not go with
+    /// its certificate, an unusable CA bundle).
+    #[error("{0}")]
+    Tls(#[from] tls::TlsError),
+    /// An upstream's client could not be built (its CA bundle or client certificate).
+    #[error("{0}")]
+    Upstream(#[from] upstream::UpstreamError),
 }
 
 /// Where a gateway listens, overriding the configuration.
@@ -83,6 +93,8 @@ pub(crate) struct Shared {
     pub jwks: JwksRefresher,
     /// Set once the gateway stops: `/readyz` answers not-ready while requests drain.
     pub draining: std::sync::atomic::AtomicBool,
+    /// The proxy listener's TLS configuration, when it serves TLS; a reload swaps it.
+    pub tls: Option<TlsConfig>,
 }
 
 /// A running gateway.
@@ -96,6 +108,8 @@ pub struct Gateway {
     pub forward_auth_addr: Option<SocketAddr>,
     /// The gRPC `ext_authz` listener's bound address, if any.
     pub grpc_addr: Option<SocketAddr>,
+    /// Whether the proxy listener serves TLS.
+    pub tls: bool,
     shared: Arc<Shared>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -125,7 +139,14 @@ impl Gateway {
         let grpc_addr = listeners
             .grpc
             .or_else(|| config.forward_auth.as_ref().and_then(|f| f.grpc_listen));
-        let upstream = upstream::UpstreamClient::new(&config.serve);
+        let upstream = upstream::UpstreamClient::new(&config)?;
+        let tls = match &config.serve.tls {
+            Some(settings) => Some(Arc::new(ArcSwap::new(tls::server_config(
+                settings,
+                &config.serve.http2,
+            )?))),
+            None => None,
+        };
         let jwks = JwksRefresher::new(Arc::clone(&metrics)).map_err(StartError::JwksClient)?;
         let config_path = config.origin.is_file().then(|| config.origin.clone());
         let store = crate::state::Store::new(&config.state);
@@ -140,6 +161,7 @@ impl Gateway {
             metrics,
             jwks,
             draining: std::sync::atomic::AtomicBool::new(false),
+            tls,
         });
 
         let (shutdown, stop) = watch::channel(false);
@@ -150,6 +172,7 @@ impl Gateway {
             proxy_listener,
             Arc::clone(&shared),
             stop.clone(),
+            shared.tls.clone(),
             proxy::handle,
         ))];
         let forward_auth_addr = match forward_auth_addr {
@@ -159,6 +182,7 @@ impl Gateway {
                     listener,
                     Arc::clone(&shared),
                     stop.clone(),
+                    None,
                     forward_auth::handle,
                 )));
                 Some(bound)
@@ -186,6 +210,7 @@ impl Gateway {
         tasks.push(tokio::spawn(jwks::refresh_loop(Arc::clone(&shared), stop)));
         tracing::info!(%proxy_addr, admin = ?admin_addr, forward_auth = ?forward_auth_addr, grpc = ?grpc_addr, "warden is serving");
         Ok(Self {
+            tls: shared.tls.is_some(),
             proxy_addr,
             admin_addr,
             forward_auth_addr,
@@ -224,12 +249,28 @@ impl Gateway {
     }
 }
 
-/// Accept HTTP/1.1 connections on `listener` and answer each request with `handle`, until
-/// `stop` changes.
+/// The TLS configuration a listener hands each new connection; swapped whole on reload.
+pub(crate) type TlsConfig = Arc<ArcSwap<rustls::ServerConfig>>;
+
+/// What the request handlers learn of the connection a request came on (a request
+/// extension).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ConnectionInfo {
+    /// Whether the connection is TLS.
+    pub tls: bool,
+}
+
+/// Time a client has to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Accept connections on `listener` (TLS first when `tls` is set; HTTP/1.1, and HTTP/2 by
+/// ALPN or prior knowledge when enabled) and answer each request with `handle`, until `stop`
+/// changes.
 async fn serve_http<H, F>(
     listener: TcpListener,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
+    tls: Option<TlsConfig>,
     handle: H,
 ) where
     H: Fn(Arc<Shared>, SocketAddr, http::Request<hyper::body::Incoming>) -> F
@@ -247,22 +288,101 @@ async fn serve_http<H, F>(
         while connections.try_join_next().is_some() {}
         let shared = Arc::clone(&shared);
         let stop = stop.clone();
+        let tls = tls.as_ref().map(|config| config.load_full());
         connections.spawn(async move {
-            let service =
-                hyper::service::service_fn(move |req| handle(Arc::clone(&shared), peer, req));
-            let conn = http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .keep_alive(true)
-                .header_read_timeout(std::time::Duration::from_secs(30))
-                .serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = until_stopped(conn, stop).await {
-                tracing::debug!(error = %e, %peer, "connection ended with an error");
+            let http2 = shared.engine.load().config().serve.http2;
+            let Some(tls) = tls else {
+                let info = ConnectionInfo { tls: false };
+                serve_connection(
+                    TokioIo::new(stream),
+                    shared,
+                    peer,
+                    info,
+                    http2,
+                    stop,
+                    handle,
+                )
+                .await;
+                return;
+            };
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => {
+                    let info = ConnectionInfo { tls: true };
+                    serve_connection(
+                        TokioIo::new(stream),
+                        shared,
+                        peer,
+                        info,
+                        http2,
+                        stop,
+                        handle,
+                    )
+                    .await;
+                }
+                Ok(Err(e)) => {
+                    // An unsupported version, no common cipher, a bad certificate: rustls
+                    // has sent its alert.
+                    shared.metrics.tls_handshake_failures.inc();
+                    tracing::debug!(error = %e, %peer, "TLS handshake failed");
+                }
+                Err(_) => {
+                    shared.metrics.tls_handshake_failures.inc();
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                }
             }
         });
     }
     // Close the listener first: new connections are refused while the old ones drain.
     drop(listener);
     drain(connections, &shared).await;
+}
+
+/// Serve the requests of one connection, HTTP/1.1 or HTTP/2, with upgrades (WebSockets).
+async fn serve_connection<I, H, F>(
+    io: I,
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    info: ConnectionInfo,
+    http2: warden_core::config::Http2Settings,
+    stop: watch::Receiver<bool>,
+    handle: H,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    H: Fn(Arc<Shared>, SocketAddr, http::Request<hyper::body::Incoming>) -> F
+        + Copy
+        + Send
+        + Sync
+        + 'static,
+    F: std::future::Future<Output = Result<http::Response<body::Body>, std::convert::Infallible>>
+        + Send
+        + 'static,
+{
+    let service = hyper::service::service_fn(move |mut req: http::Request<_>| {
+        req.extensions_mut().insert(info.clone());
+        handle(Arc::clone(&shared), peer, req)
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        .header_read_timeout(std::time::Duration::from_secs(30));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(http2.max_concurrent_streams)
+        .max_header_list_size(http2.max_header_list_size)
+        .max_pending_accept_reset_streams(http2.max_pending_reset_streams)
+        .max_local_error_reset_streams(http2.max_local_error_reset_streams)
+        .enable_connect_protocol();
+    if !http2.enabled {
+        builder = builder.http1_only();
+    }
+    let conn = builder.serve_connection_with_upgrades(io, service);
+    if let Err(e) = until_stopped(conn, stop).await {
+        tracing::debug!(error = %e, %peer, "connection ended with an error");
+    }
 }
 
 /// Serve one connection until it ends, or until `stop` changes: then it finishes the request

@@ -5,20 +5,32 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use http::{Request, Response, StatusCode};
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use warden_core::config::UpstreamProtocol;
 use warden_core::decision::{Allow, Verbosity};
+use warden_core::request::BodyView;
 use warden_core::response::{self, Branding, Rendered};
 use warden_core::{Decision, Engine, Reason, RequestView};
 
-use super::Shared;
 use super::body::{Body, from_rendered};
 use super::decide::GatewayHost;
-use super::outcome;
 use super::request_body::CappedBody;
 use super::upstream::{self, UpstreamFailure};
+use super::websocket::{self, Handshake};
+use super::{ConnectionInfo, Shared, grpc, outcome};
 use crate::decision_log::RequestFacts;
+
+/// How refusals are answered to this client.
+#[derive(Debug, Clone, Copy)]
+struct Form {
+    /// An HTML page rather than problem+json.
+    html: bool,
+    /// A gRPC call: the status in `grpc-status`.
+    grpc: bool,
+}
 
 /// Handle one request. Never fails: every error is an answer.
 pub(crate) async fn handle(
@@ -28,37 +40,75 @@ pub(crate) async fn handle(
 ) -> Result<Response<Body>, Infallible> {
     let at = SystemTime::now();
     let engine = shared.engine.load_full();
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
     let target = parts
         .uri
         .path_and_query()
         .map_or_else(|| parts.uri.path(), |pq| pq.as_str())
         .to_owned();
-    let (body, body_view) = warden_core::body::split(body);
-    let view =
-        RequestView::new(&parts.method, &target, &parts.headers, peer.ip()).with_body(body_view);
-    let html = view.prefers_html();
+    let authority = parts.uri.authority().map(|a| a.as_str().to_owned());
+    if let Some(authority) = &authority
+        && !parts.headers.contains_key(header::HOST)
+        && let Ok(value) = HeaderValue::from_str(authority)
+    {
+        // HTTP/2 names the host in `:authority`; the stages that read `Host` (CSRF) see it.
+        parts.headers.insert(header::HOST, value);
+    }
+    let handshake = websocket::handshake(&parts);
+    // The engine decides a WebSocket handshake as the `GET` it is, with no body: what
+    // follows an upgrade is the tunnel, not a body to inspect.
+    let method = match handshake {
+        Some(Handshake::Http2) => Method::GET,
+        _ => parts.method.clone(),
+    };
+    let (body, body_view) = match handshake {
+        Some(_) => (None, BodyView::Complete(&[])),
+        None => warden_core::body::split(body),
+    };
+    let view = RequestView::new(&method, &target, &parts.headers, peer.ip())
+        .with_body(body_view)
+        .with_authority(authority.as_deref());
+    let form = Form {
+        html: view.prefers_html(),
+        grpc: grpc::is_grpc(&parts.headers),
+    };
+    let tls = parts
+        .extensions
+        .get::<ConnectionInfo>()
+        .is_some_and(|info| info.tls);
 
     let mut host = GatewayHost::new(&shared, &engine, body);
     let decision = warden_core::drive(&engine, &view, at, &mut host).await;
-    let method = parts.method.clone();
     let branding = Branding::from(engine.config());
-    let mut response = match response::render(&decision, branding, html) {
+    let mut response = match response::render(&decision, branding, form.html) {
         Rendered::Forward(allow) => {
             let (read, unread) = host.into_body();
             let (body, exceeded) = CappedBody::new(read, unread, allow.body_limit);
+            let upgrade = handshake
+                .and_then(|h| Some((h, parts.extensions.remove::<hyper::upgrade::OnUpgrade>()?)));
             let upstream_request = Request::from_parts(parts, body);
-            let mut answer =
-                forward(&shared, &engine, &decision, allow, upstream_request, html).await;
+            let exchange = Exchange {
+                shared: &shared,
+                engine: &engine,
+                decision: &decision,
+                allow,
+                form,
+                tls,
+            };
+            let mut answer = exchange.forward(upstream_request, upgrade).await;
             if exceeded.fired() {
                 // The body outgrew the limit while streaming: 413, whatever the upstream made
                 // of the cut-off request.
                 let reason = Reason::BodyTooLarge {
                     limit: allow.body_limit,
                 };
-                answer = gateway_answer(decision.id, &reason, branding, html);
+                answer = gateway_answer(decision.id, &reason, branding, form);
             }
             answer
+        }
+        Rendered::Respond(answer) if form.grpc && answer.status().as_u16() >= 400 => {
+            let detail = response::refusal_detail(&decision).unwrap_or_default();
+            grpc::refusal(&answer, &detail)
         }
         Rendered::Respond(answer) => from_rendered(answer),
     };
@@ -81,81 +131,117 @@ fn gateway_answer(
     id: warden_core::DecisionId,
     reason: &Reason,
     branding: Branding<'_>,
-    html: bool,
+    form: Form,
 ) -> Response<Body> {
-    from_rendered(response::render_reason(
-        id,
-        reason,
-        &[],
-        Verbosity::Public,
-        branding,
-        html,
-    ))
+    let rendered = response::render_reason(id, reason, &[], Verbosity::Public, branding, form.html);
+    if form.grpc {
+        return grpc::refusal(&rendered, &response::public_detail(reason));
+    }
+    from_rendered(rendered)
 }
 
-async fn forward(
-    shared: &Shared,
-    engine: &Engine,
-    decision: &Decision,
-    allow: &Allow,
-    mut request: Request<CappedBody>,
-    html: bool,
-) -> Response<Body> {
-    let branding = Branding::from(engine.config());
-    let failure = |failure: UpstreamFailure| {
-        from_rendered(response::render_problem(
-            decision.id,
-            &failure.problem(),
-            branding,
-            html,
-        ))
-    };
-    let Some(target) = engine.config().upstreams.get(&allow.upstream) else {
-        return failure(UpstreamFailure::Unavailable("no_upstream"));
-    };
-    let Ok(uri) = upstream::upstream_uri(target, &allow.path_and_query) else {
-        return failure(UpstreamFailure::Unavailable("bad_uri"));
-    };
-    let host = uri.authority().map(|a| a.as_str().to_owned());
-    upstream::prepare_request_headers(
-        request.headers_mut(),
-        &allow.headers,
-        decision.client,
-        host.as_deref(),
-    );
-    *request.uri_mut() = uri;
-    *request.version_mut() = http::Version::HTTP_11;
+/// One allowed request on its way upstream.
+struct Exchange<'a> {
+    shared: &'a Shared,
+    engine: &'a Engine,
+    decision: &'a Decision,
+    allow: &'a Allow,
+    form: Form,
+    tls: bool,
+}
 
-    let client = shared.upstream.load_full();
-    match client.send(request).await {
-        Ok(mut response) => {
-            if allow.concealed && response.status() == StatusCode::NOT_FOUND {
-                // The upstream's own 404 would differ from warden's: send the canonical one.
-                return from_rendered(response::not_found(decision.id, branding, html));
-            }
-            upstream::strip_hop_by_hop(response.headers_mut());
-            response
+impl Exchange<'_> {
+    /// The problem answer for a failure of the gateway's own (502, 503, 504).
+    fn failure(&self, failure: UpstreamFailure) -> Response<Body> {
+        let problem = failure.problem();
+        let branding = Branding::from(self.engine.config());
+        let rendered =
+            response::render_problem(self.decision.id, &problem, branding, self.form.html);
+        if self.form.grpc {
+            return grpc::refusal(&rendered, problem.detail);
+        }
+        from_rendered(rendered)
+    }
+
+    async fn forward(
+        &self,
+        mut request: Request<CappedBody>,
+        upgrade: Option<(Handshake, hyper::upgrade::OnUpgrade)>,
+    ) -> Response<Body> {
+        let client = self.shared.upstream.load_full();
+        let Some(pool) = client.pool(&self.allow.upstream) else {
+            return self.failure(UpstreamFailure::Unavailable("no_upstream"));
+        };
+        let protocol = pool.upstream().protocol;
+        let te_trailers = request
+            .headers()
+            .get(header::TE)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+        upstream::prepare_request_headers(
+            request.headers_mut(),
+            &self.allow.headers,
+            self.decision.client,
+            self.tls,
+        );
+        if te_trailers && protocol == UpstreamProtocol::Http2 {
+            // The one `TE` HTTP/2 allows; gRPC servers expect it.
+            request
                 .headers_mut()
-                .remove(http::header::TRANSFER_ENCODING);
-            response.map(BodyExt::boxed)
+                .insert(header::TE, HeaderValue::from_static("trailers"));
         }
-        Err(UpstreamFailure::Timeout) => {
-            shared
-                .metrics
-                .upstream_errors
-                .with_label_values(&["timeout"])
-                .inc();
-            tracing::warn!(decision_id = %decision.id, upstream = %allow.upstream, "upstream timed out");
-            failure(UpstreamFailure::Timeout)
+        if let Some((handshake, _)) = &upgrade {
+            if protocol != UpstreamProtocol::Http1 {
+                tracing::warn!(decision_id = %self.decision.id, upstream = %self.allow.upstream, "a WebSocket needs an HTTP/1.1 upstream");
+                return self.failure(UpstreamFailure::Unavailable("websocket_needs_http1"));
+            }
+            *request.method_mut() = Method::GET;
+            websocket::prepare_upstream(*handshake, request.headers_mut());
         }
-        Err(UpstreamFailure::Unavailable(kind)) => {
-            shared
-                .metrics
-                .upstream_errors
-                .with_label_values(&[kind])
-                .inc();
-            tracing::warn!(decision_id = %decision.id, upstream = %allow.upstream, kind, "upstream unavailable");
-            failure(UpstreamFailure::Unavailable(kind))
+        *request.version_mut() = match protocol {
+            UpstreamProtocol::Http1 => Version::HTTP_11,
+            UpstreamProtocol::Http2 => Version::HTTP_2,
+        };
+
+        match client.send(pool, request, &self.allow.path_and_query).await {
+            Ok(mut response) => {
+                if let Some((handshake, client_upgrade)) = upgrade
+                    && response.status() == StatusCode::SWITCHING_PROTOCOLS
+                {
+                    let answer = websocket::client_answer(handshake, &response);
+                    let upstream_upgrade = hyper::upgrade::on(&mut response);
+                    websocket::tunnel(client_upgrade, upstream_upgrade, self.decision.id);
+                    return answer;
+                }
+                if self.allow.concealed && response.status() == StatusCode::NOT_FOUND {
+                    // The upstream's own 404 would differ from warden's: send the canonical one.
+                    let branding = Branding::from(self.engine.config());
+                    let rendered = response::not_found(self.decision.id, branding, self.form.html);
+                    if self.form.grpc {
+                        return grpc::refusal(
+                            &rendered,
+                            &response::public_detail(&Reason::RouteNotFound),
+                        );
+                    }
+                    return from_rendered(rendered);
+                }
+                upstream::strip_hop_by_hop(response.headers_mut());
+                response.headers_mut().remove(header::TRANSFER_ENCODING);
+                response.map(BodyExt::boxed)
+            }
+            Err(failure) => {
+                let kind = match failure {
+                    UpstreamFailure::Timeout => "timeout",
+                    UpstreamFailure::NoHealthyHost => "no_healthy_host",
+                    UpstreamFailure::Unavailable(kind) => kind,
+                };
+                self.shared
+                    .metrics
+                    .upstream_errors
+                    .with_label_values(&[kind])
+                    .inc();
+                tracing::warn!(decision_id = %self.decision.id, upstream = %self.allow.upstream, kind, "upstream failed");
+                self.failure(failure)
+            }
         }
     }
 }

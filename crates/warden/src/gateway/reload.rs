@@ -30,6 +30,13 @@ pub enum ReloadError {
     /// The new configuration is invalid.
     #[error("{0}")]
     Invalid(ConfigErrors),
+    /// The new TLS certificates could not be used (a key that does not go with its
+    /// certificate).
+    #[error("{0}")]
+    Tls(#[from] super::tls::TlsError),
+    /// An upstream's client could not be built.
+    #[error("{0}")]
+    Upstream(#[from] super::upstream::UpstreamError),
 }
 
 pub(crate) async fn reload(shared: &Arc<Shared>) -> Result<ReloadReport, ReloadError> {
@@ -60,7 +67,26 @@ pub(crate) async fn reload(shared: &Arc<Shared>) -> Result<ReloadReport, ReloadE
     {
         needs_restart.push("log");
     }
-    let upstream = UpstreamClient::new(&config.serve);
+    if config.serve.tls.is_some() != shared.tls.is_some() {
+        needs_restart.push("gateway.tls");
+    }
+    if config.serve.http2 != old.config().serve.http2 {
+        needs_restart.push("gateway.http2");
+    }
+    // Everything that can fail is built before anything is swapped in.
+    let refused = |e: ReloadError| {
+        shared.metrics.reloads.with_label_values(&["refused"]).inc();
+        tracing::error!(file = %path.display(), error = %e, "configuration reload refused; the running configuration stays");
+        e
+    };
+    let upstream = UpstreamClient::new(&config).map_err(|e| refused(e.into()))?;
+    let tls = match (&config.serve.tls, &shared.tls) {
+        (Some(settings), Some(_)) => Some(
+            super::tls::server_config(settings, &old.config().serve.http2)
+                .map_err(|e| refused(e.into()))?,
+        ),
+        _ => None,
+    };
     // Counters survive a reload unless the backend itself changed.
     let store =
         (config.state != old.config().state).then(|| crate::state::Store::new(&config.state));
@@ -68,6 +94,10 @@ pub(crate) async fn reload(shared: &Arc<Shared>) -> Result<ReloadReport, ReloadE
     shared.jwks.fetch_all(&engine).await;
     let routes = engine.config().routes().len();
     shared.upstream.store(Arc::new(upstream));
+    if let (Some(tls), Some(current)) = (tls, &shared.tls) {
+        // New connections get the new certificates; open ones keep theirs.
+        current.store(tls);
+    }
     if let Some(store) = store {
         tracing::info!("state backend settings changed; counters start afresh");
         shared.store.store(Arc::new(store));

@@ -8,6 +8,7 @@
     clippy::indexing_slicing
 )]
 
+pub mod certs;
 pub mod redis_server;
 
 use std::net::SocketAddr;

@@ -1,0 +1,335 @@
+//! Forwarding to upstreams: a pool per upstream (its hosts, balancing and health in
+//! [`pool`], its TLS client in [`connect`]), hop-by-hop hygiene (RFC 9110 §7.6.1), and
+//! failures classified as 502, 503 or 504.
+
+mod connect;
+pub(crate) mod pool;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::Authority;
+use http::{Request, Response};
+use http_body::Body as _;
+use hyper::body::Incoming;
+
+use super::request_body::CappedBody;
+use warden_core::Config;
+use warden_core::config::{Upstream, UpstreamProtocol};
+use warden_core::decision::ForwardHeaders;
+use warden_core::response::Problem;
+
+pub(crate) use self::pool::Pool;
+
+/// Headers that describe one connection, never the message (RFC 9110 §7.6.1), plus the
+/// proxy-only fields a client has no business sending through.
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Address headers a client could forge; warden sets its own.
+const CLIENT_ADDRESS_HEADERS: [HeaderName; 5] = [
+    HeaderName::from_static("x-forwarded-for"),
+    HeaderName::from_static("x-forwarded-host"),
+    HeaderName::from_static("x-forwarded-proto"),
+    HeaderName::from_static("x-real-ip"),
+    header::FORWARDED,
+];
+
+/// Why forwarding failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum UpstreamFailure {
+    /// Could not connect, or the exchange broke: 502.
+    Unavailable(&'static str),
+    /// No response head in time: 504.
+    Timeout,
+    /// Every host of the upstream is out of rotation: 503.
+    NoHealthyHost,
+}
+
+impl UpstreamFailure {
+    /// The problem the client is answered with: 502 or 504, never a 401, 403 or 500.
+    pub(crate) fn problem(&self) -> Problem<'static> {
+        match self {
+            Self::Unavailable(_) => Problem {
+                status: http::StatusCode::BAD_GATEWAY,
+                code: "upstream_unavailable",
+                detail: "The upstream service is unavailable.",
+            },
+            Self::Timeout => Problem {
+                status: http::StatusCode::GATEWAY_TIMEOUT,
+                code: "upstream_timeout",
+                detail: "The upstream service did not answer in time.",
+            },
+            Self::NoHealthyHost => Problem {
+                status: http::StatusCode::SERVICE_UNAVAILABLE,
+                code: "upstream_unhealthy",
+                detail: "No host of the upstream service is healthy.",
+            },
+        }
+    }
+}
+
+/// Why an upstream's client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// The CA bundle holds a certificate rustls cannot use.
+    #[error("upstream `{upstream}`: the CA certificates cannot be used: {reason}")]
+    Roots {
+        /// The upstream.
+        upstream: String,
+        /// What rustls said.
+        reason: String,
+    },
+    /// The client certificate cannot be used.
+    #[error("upstream `{upstream}`: {source}")]
+    ClientCertificate {
+        /// The upstream.
+        upstream: String,
+        /// Why.
+        source: super::tls::TlsError,
+    },
+    /// The configured server name is not a DNS name or an address.
+    #[error("upstream `{upstream}`: `{name}` is not a server name")]
+    ServerName {
+        /// The upstream.
+        upstream: String,
+        /// The name.
+        name: String,
+    },
+}
+
+/// The clients of every upstream, by name; rebuilt whole on reload.
+#[derive(Debug)]
+pub(crate) struct UpstreamClient {
+    pools: HashMap<Arc<str>, Arc<Pool>>,
+    timeout: Duration,
+}
+
+impl UpstreamClient {
+    /// A pool per upstream of `config`, each with its own TLS settings and hosts; the
+    /// active health checks start here and stop when the pool is dropped (on reload).
+    pub fn new(config: &Config) -> Result<Self, UpstreamError> {
+        let mut pools = HashMap::new();
+        for (name, upstream) in &config.upstreams {
+            let pool = Arc::new(Pool::new(name, upstream, &config.serve)?);
+            pool::start_health_checks(&pool);
+            pools.insert(Arc::clone(name), pool);
+        }
+        Ok(Self {
+            pools,
+            timeout: config.serve.upstream_timeout,
+        })
+    }
+
+    /// The pool of the upstream `name`.
+    pub fn pool(&self, name: &str) -> Option<&Arc<Pool>> {
+        self.pools.get(name)
+    }
+
+    /// Send a request to one of the upstream's hosts and wait for the response head.
+    ///
+    /// `path_and_query` is joined to the upstream's base path on the host chosen. A
+    /// request without a body whose method is idempotent is tried on another host when
+    /// the first could not be connected to (it never reached that host); nothing else is
+    /// ever sent twice.
+    pub async fn send(
+        &self,
+        pool: &Pool,
+        mut request: Request<CappedBody>,
+        path_and_query: &str,
+    ) -> Result<Response<Incoming>, UpstreamFailure> {
+        let retryable = request.method().is_idempotent() && request.body().is_end_stream();
+        let attempts = if retryable {
+            pool.host_count().min(3)
+        } else {
+            1
+        };
+        let mut last = UpstreamFailure::NoHealthyHost;
+        for attempt in 0..attempts {
+            let Some(host) = pool.choose() else {
+                return Err(last);
+            };
+            let uri = pool
+                .upstream()
+                .uri(host.authority(), path_and_query)
+                .map_err(|_| UpstreamFailure::Unavailable("bad_uri"))?;
+            let next = (attempt + 1 < attempts).then(|| copy_head(&request));
+            *request.uri_mut() = uri;
+            set_host(request.headers_mut(), pool.upstream(), host.authority());
+            let in_flight = host.start();
+            let sent = tokio::time::timeout(self.timeout, pool.client().request(request)).await;
+            drop(in_flight);
+            let failure = match sent {
+                Ok(Ok(response)) => {
+                    host.record(!matches!(response.status().as_u16(), 502..=504));
+                    return Ok(response);
+                }
+                Err(_) => UpstreamFailure::Timeout,
+                Ok(Err(e)) if e.is_connect() => UpstreamFailure::Unavailable(connect_kind(&e)),
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, upstream = pool.name(), host = %host.authority(), "upstream exchange failed");
+                    UpstreamFailure::Unavailable("protocol")
+                }
+            };
+            host.record(false);
+            tracing::debug!(upstream = pool.name(), host = %host.authority(), ?failure, "upstream host failed");
+            let never_reached = matches!(failure, UpstreamFailure::Unavailable("connect"));
+            match next {
+                Some(copy) if never_reached => {
+                    request = copy;
+                    last = failure;
+                }
+                _ => return Err(failure),
+            }
+        }
+        Err(last)
+    }
+}
+
+/// A request's head again, with an empty body: only for requests that had none.
+fn copy_head(request: &Request<CappedBody>) -> Request<CappedBody> {
+    let (body, _) = CappedBody::new(None, None, 0);
+    let mut copy = Request::new(body);
+    *copy.method_mut() = request.method().clone();
+    *copy.version_mut() = request.version();
+    *copy.headers_mut() = request.headers().clone();
+    copy
+}
+
+/// A failed connection: a TLS failure (certificate, name, handshake) told apart from a
+/// refused or unreachable host, for the log and the metrics.
+fn connect_kind(error: &hyper_util::client::legacy::Error) -> &'static str {
+    let mut source = std::error::Error::source(error);
+    while let Some(e) = source {
+        if e.is::<rustls::Error>() {
+            return "tls";
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && io
+                .get_ref()
+                .is_some_and(|inner| inner.is::<rustls::Error>())
+        {
+            return "tls";
+        }
+        source = e.source();
+    }
+    "connect"
+}
+
+/// `Host` for HTTP/1.1 upstreams; HTTP/2 carries the authority in the URI (`:authority`)
+/// and sends no `Host`.
+fn set_host(headers: &mut HeaderMap, upstream: &Upstream, host: &Authority) {
+    match upstream.protocol {
+        UpstreamProtocol::Http1 => {
+            if let Ok(value) = HeaderValue::from_str(host.as_str()) {
+                headers.insert(header::HOST, value);
+            }
+        }
+        UpstreamProtocol::Http2 => {
+            headers.remove(header::HOST);
+        }
+    }
+}
+
+/// Remove the hop-by-hop headers, including every header the `Connection` field names.
+///
+/// Called before warden adds its own headers, so a client's `Connection: x-warden-subject`
+/// can never remove a header warden sets.
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+}
+
+/// Prepare the client's headers for the upstream: hop-by-hop and forgeable headers out,
+/// the verified identity and warden's own address headers in.
+pub(crate) fn prepare_request_headers(
+    headers: &mut HeaderMap,
+    forward: &ForwardHeaders,
+    client: IpAddr,
+    tls: bool,
+) {
+    let original_host = headers.get(header::HOST).cloned();
+    strip_hop_by_hop(headers);
+    for name in forward.remove.iter().chain(CLIENT_ADDRESS_HEADERS.iter()) {
+        headers.remove(name);
+    }
+    for (name, value) in &forward.add {
+        headers.insert(name.clone(), value.clone());
+    }
+    // The address's text becomes the header's bytes without a copy.
+    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(client.to_string())) {
+        headers.insert(HeaderName::from_static("x-forwarded-for"), v);
+    }
+    headers.insert(
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static(if tls { "https" } else { "http" }),
+    );
+    if let Some(host) = original_host {
+        headers.insert(HeaderName::from_static("x-forwarded-host"), host);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_cannot_remove_headers_warden_sets() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, x-warden-subject, x-custom"),
+        );
+        headers.insert("x-custom", HeaderValue::from_static("1"));
+        headers.insert("x-warden-subject", HeaderValue::from_static("mallory"));
+        headers.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        let forward = ForwardHeaders {
+            remove: vec![HeaderName::from_static("x-warden-subject")].into(),
+            add: vec![(
+                HeaderName::from_static("x-warden-subject"),
+                HeaderValue::from_static("alice"),
+            )],
+        };
+        prepare_request_headers(&mut headers, &forward, IpAddr::from([127, 0, 0, 1]), false);
+        assert_eq!(headers["x-warden-subject"], "alice");
+        assert!(headers.get("x-custom").is_none());
+        assert!(headers.get(header::CONNECTION).is_none());
+        assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
+        assert_eq!(headers["x-forwarded-proto"], "http");
+    }
+
+    #[test]
+    fn upstream_base_paths_are_joined() {
+        let up = Upstream::from_url("http://127.0.0.1:3000/api/").unwrap();
+        let host = &up.hosts[0];
+        assert_eq!(
+            up.uri(host, "/docs/1?x=1").unwrap().to_string(),
+            "http://127.0.0.1:3000/api/docs/1?x=1"
+        );
+        let up = Upstream::from_url("http://127.0.0.1:3000").unwrap();
+        assert_eq!(
+            up.uri(&up.hosts[0], "/").unwrap().to_string(),
+            "http://127.0.0.1:3000/"
+        );
+    }
+}

@@ -1,0 +1,227 @@
+//! Several hosts per upstream, each a real recording upstream on loopback: round robin and
+//! least requests, retries only for idempotent requests that never reached a host, passive
+//! ejection after consecutive failures, the active health check, and the 503 when no host
+//! is healthy.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::net::TcpListener;
+use warden::gateway::Gateway;
+use warden_testkit::fixture;
+
+use crate::common::{Upstream, client, gateway};
+
+/// A loopback port nothing listens on.
+async fn closed_port() -> SocketAddr {
+    let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    addr
+}
+
+async fn pool_gateway(hosts: &[SocketAddr], settings: &str) -> Gateway {
+    let urls: Vec<String> = hosts.iter().map(|h| format!("\"http://{h}\"")).collect();
+    let unused = Upstream::start().await;
+    let config = fixture("public").append(&format!(
+        "[upstreams.pool]\nurls = [{}]\n{settings}\n\
+         [[routes]]\npath = \"/pool/{{rest}}\"\nmethods = [\"GET\", \"POST\"]\nupstream = \"pool\"\n\
+         [[routes]]\npath = \"/slow\"\nupstream = \"pool\"\n",
+        urls.join(", ")
+    ));
+    gateway(config, &unused).await
+}
+
+async fn get(gw: &Gateway, path: &str) -> reqwest::Response {
+    client()
+        .get(format!("http://{}{path}", gw.proxy_addr))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn round_robin_spreads_requests_evenly() {
+    let ups = [
+        Upstream::start().await,
+        Upstream::start().await,
+        Upstream::start().await,
+    ];
+    let gw = pool_gateway(&ups.iter().map(|u| u.addr).collect::<Vec<_>>(), "").await;
+    for _ in 0..9 {
+        assert_eq!(get(&gw, "/pool/x").await.status(), 200);
+    }
+    let counts: Vec<usize> = ups.iter().map(|u| u.seen().len()).collect();
+    assert_eq!(counts, [3, 3, 3]);
+    // Each host gets its own Host header.
+    for up in &ups {
+        assert_eq!(up.seen()[0].headers["host"], up.addr.to_string());
+    }
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn least_requests_avoids_a_busy_host() {
+    let a = Upstream::start().await;
+    let b = Upstream::start().await;
+    let gw = pool_gateway(&[a.addr, b.addr], "balance = \"least_requests\"").await;
+    // The recording upstream holds `/slow` for two seconds: one host is busy meanwhile.
+    let addr = gw.proxy_addr;
+    let slow = tokio::spawn(async move {
+        client()
+            .get(format!("http://{addr}/slow"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    let busy = loop {
+        if !a.seen().is_empty() {
+            break &a;
+        }
+        if !b.seen().is_empty() {
+            break &b;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let idle = if std::ptr::eq(busy, &a) { &b } else { &a };
+    for _ in 0..4 {
+        assert_eq!(get(&gw, "/pool/x").await.status(), 200);
+    }
+    assert_eq!(idle.seen().len(), 4, "every request went to the idle host");
+    assert_eq!(busy.seen().len(), 1);
+    assert_eq!(slow.await.unwrap(), 200);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn idempotent_requests_are_retried_on_another_host_only_when_never_sent() {
+    let live = Upstream::start().await;
+    let dead = closed_port().await;
+    let gw = pool_gateway(&[dead, live.addr], "eject_after = 100").await;
+    for _ in 0..6 {
+        let resp = get(&gw, "/pool/x").await;
+        assert_eq!(
+            resp.status(),
+            200,
+            "a GET that could not connect is tried on the live host"
+        );
+    }
+    assert_eq!(live.seen().len(), 6);
+
+    // A POST with a body is never sent twice: the one that lands on the dead host is a 502.
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let resp = client()
+            .post(format!("http://{}/pool/x", gw.proxy_addr))
+            .body("payload")
+            .send()
+            .await
+            .unwrap();
+        statuses.push(resp.status().as_u16());
+    }
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 200, 502, 502]);
+    assert_eq!(live.seen().len(), 8);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn consecutive_failures_eject_a_host_for_a_while() {
+    let live = Upstream::start().await;
+    let dead = closed_port().await;
+    let gw = pool_gateway(&[dead, live.addr], "eject_after = 2\neject_for = \"1h\"").await;
+    let post = || {
+        client()
+            .post(format!("http://{}/pool/x", gw.proxy_addr))
+            .body("payload")
+            .send()
+    };
+    // Round robin sends every other POST to the dead host until it is ejected.
+    let mut failed = 0;
+    for _ in 0..10 {
+        if post().await.unwrap().status() == 502 {
+            failed += 1;
+        }
+    }
+    assert_eq!(
+        failed, 2,
+        "two failures eject the dead host; the rest go to the live one"
+    );
+    assert_eq!(live.seen().len(), 8);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_active_check_takes_failing_hosts_out_and_503_when_none_is_left() {
+    let healthy = Upstream::start().await;
+    let dead = closed_port().await;
+    let check = "eject_after = 100\n[upstreams.pool.health]\npath = \"/health\"\ninterval = \"50ms\"\ntimeout = \"1s\"";
+    let gw = pool_gateway(&[dead, healthy.addr], check).await;
+    let checked = || {
+        healthy
+            .seen()
+            .iter()
+            .filter(|s| s.target == "/health")
+            .count()
+    };
+    while checked() < 2 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // POSTs are never retried: without the check, every other one would be a 502.
+    for _ in 0..4 {
+        let resp = client()
+            .post(format!("http://{}/pool/x", gw.proxy_addr))
+            .body("payload")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    assert_eq!(
+        healthy
+            .seen()
+            .iter()
+            .filter(|s| s.target == "/pool/x")
+            .count(),
+        4
+    );
+    gw.shutdown().await;
+
+    let gw = pool_gateway(&[dead, closed_port().await], check).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let resp = get(&gw, "/pool/x").await;
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.headers()["content-type"], "application/problem+json");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["code"], "upstream_unhealthy");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn upstream_settings_are_checked_at_their_line() {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("upstream-pool");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("warden.toml");
+    std::fs::write(
+        &path,
+        "[upstreams.a]\nurls = [\"http://127.0.0.1:1\", \"https://127.0.0.1:2\"]\n\
+         [upstreams.b]\nurl = \"http://127.0.0.1:1\"\nbalance = \"random\"\nprotocol = \"h3\"\neject_after = 0\n\
+         [upstreams.c]\n\
+         [upstreams.d]\nurl = \"http://127.0.0.1:1\"\n[upstreams.d.health]\npath = \"health\"\n",
+    )
+    .unwrap();
+    let error = warden_core::Config::load(&path).unwrap_err().to_string();
+    for expected in [
+        "upstreams.a.urls",
+        "same scheme and base path",
+        "upstreams.b.balance",
+        "upstreams.b.protocol",
+        "upstreams.b.eject_after",
+        "upstreams.c",
+        "upstreams.d.health.path",
+    ] {
+        assert!(error.contains(expected), "{expected} in {error}");
+    }
+}
