@@ -31,6 +31,11 @@ const RECENT: usize = 256;
 pub struct RequestFacts<'a> {
     /// The client address.
     pub client: IpAddr,
+    /// The connection's peer (the client, or the proxy in front of it).
+    pub peer: IpAddr,
+    /// The request headers the engine saw, when the front end still has them (the live
+    /// view keeps them for the latest refusals, to explain them).
+    pub headers: Option<&'a http::HeaderMap>,
     /// The method.
     pub method: &'a Method,
     /// The request target as received (truncated in the log).

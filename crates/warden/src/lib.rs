@@ -2,6 +2,7 @@
 //!
 //! - [`gateway`]: the reverse proxy, the admin listener and JWKS refresh.
 //! - [`decision_log`]: one JSON line per decision.
+//! - [`live`]: what the dashboard shows and the alert rules watch.
 //! - [`demo`]: the embedded demo that `warden serve` runs with no configuration.
 //! - [`cli`]: the commands.
 
@@ -11,6 +12,7 @@ pub mod decision_log;
 pub mod demo;
 pub mod explain;
 pub mod gateway;
+pub mod live;
 pub mod metrics;
 pub mod probe;
 pub mod state;

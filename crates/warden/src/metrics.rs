@@ -169,6 +169,17 @@ impl Metrics {
         })
     }
 
+    /// Register another metric (the live view's, `crate::live::LiveMetrics`).
+    ///
+    /// # Errors
+    /// When a metric of that name is registered already.
+    pub fn register(
+        &self,
+        metric: Box<dyn prometheus::core::Collector>,
+    ) -> Result<(), prometheus::Error> {
+        self.registry.register(metric)
+    }
+
     /// The Prometheus text exposition of every metric.
     #[must_use]
     pub fn render(&self) -> String {

@@ -4,6 +4,7 @@
 //! returns either a [`Config`] that the engine uses as it is, or every problem found, each
 //! naming the file, the line and the field.
 
+mod alerts;
 pub(crate) mod error;
 mod hygiene;
 mod limits;
@@ -22,6 +23,7 @@ use std::time::Duration;
 use http::{HeaderName, Method};
 use toml::Spanned;
 
+pub use self::alerts::{AlertKey, AlertRule, AlertSettings, Webhook};
 use self::error::Collector;
 pub use self::error::{ConfigError, ConfigErrors};
 pub use self::limits::{Backend, FailMode, StateSettings};
@@ -74,6 +76,8 @@ pub struct ServeSettings {
     pub tls: Option<ListenerTls>,
     /// HTTP/2 to clients and its limits.
     pub http2: Http2Settings,
+    /// Alert rules over refusals and where their alerts go (`[alerts]`).
+    pub alerts: AlertSettings,
 }
 
 /// Who may use the admin listener (`[admin]`). `/healthz` is always open; `/reload`,
@@ -391,9 +395,11 @@ impl Config {
         }
 
         let admin = admin_settings(&raw, &mut errors);
+        let alerts = alerts::settings(raw.alerts.as_ref(), &mut errors);
         let serve = ServeSettings {
             log,
             admin,
+            alerts,
             ..serve
         };
         let config = router.map(|router| Self {
@@ -683,6 +689,7 @@ fn gateway_settings(
             .as_ref()
             .and_then(|tls| tls::listener_tls(base_dir, tls, errors)),
         http2: tls::http2_settings(g.http2.as_ref(), errors),
+        alerts: AlertSettings::default(),
     };
     let gateway = GatewaySettings {
         realm: Arc::from(g.realm.as_deref().unwrap_or("warden")),
@@ -935,6 +942,52 @@ mod tests {
             [(2, "admin.tokens[0]"), (3, "admin.metrics")],
             "{errs:?}"
         );
+    }
+
+    #[test]
+    fn alert_rules_are_checked_with_their_lines_and_fields() {
+        let config = Config::parse(
+            "[[alerts.rules]]\nname = \"spray\"\nper = \"client\"\nrefusals = 20\nwindow = \"1m\"\nstatuses = [401, 403]\n\n[[alerts.webhooks]]\nurl = \"http://127.0.0.1:9/hook\"\n\n[alerts.syslog]\naddress = \"127.0.0.1:514\"\n",
+            Path::new("warden.toml"),
+        )
+        .unwrap();
+        let alerts = &config.serve.alerts;
+        assert_eq!(alerts.rules.len(), 1);
+        let rule = &alerts.rules[0];
+        assert_eq!(
+            (rule.per, rule.refusals, rule.window),
+            (AlertKey::Client, 20, Duration::from_secs(60))
+        );
+        assert_eq!(rule.statuses, [401, 403]);
+        assert_eq!(alerts.webhooks[0].retries, 3);
+        assert_eq!(alerts.webhooks[0].timeout, Duration::from_secs(2));
+        assert_eq!(alerts.syslog, Some(SocketAddr::from(([127, 0, 0, 1], 514))));
+
+        let errs = errors_of(
+            "[[alerts.rules]]\nname = \"a\"\nper = \"planet\"\nrefusals = 0\nwindow = \"soon\"\nstatuses = [200]\n\n[[alerts.rules]]\nname = \"a\"\nper = \"total\"\nrefusals = 5\nwindow = \"2d\"\n\n[[alerts.webhooks]]\nurl = \"ftp://x/\"\ntimeout = \"5m\"\nretries = 99\n\n[alerts.syslog]\naddress = \"nowhere\"\n",
+        );
+        let at: Vec<(usize, &str)> = errs.iter().map(|e| (e.line, e.field.as_str())).collect();
+        assert_eq!(
+            at,
+            [
+                (3, "alerts.rules[0].per"),
+                (4, "alerts.rules[0].refusals"),
+                (5, "alerts.rules[0].window"),
+                (6, "alerts.rules[0].statuses[0]"),
+                (11, "alerts.rules[1].window"),
+                (14, "alerts.webhooks[0].url"),
+                (15, "alerts.webhooks[0].timeout"),
+                (16, "alerts.webhooks[0].retries"),
+                (19, "alerts.syslog.address"),
+            ],
+            "{errs:?}"
+        );
+        let errs = errors_of(
+            "[[alerts.rules]]\nname = \"a\"\nper = \"route\"\nrefusals = 5\nwindow = \"1m\"\n",
+        );
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].field, "alerts");
+        assert!(errs[0].message.contains("webhooks"), "{errs:?}");
     }
 
     #[test]

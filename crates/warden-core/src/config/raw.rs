@@ -40,6 +40,48 @@ pub(crate) struct RawConfig {
     pub cors: Option<Spanned<RawCors>>,
     pub forward_auth: Option<Spanned<RawForwardAuth>>,
     pub admin: Option<Spanned<RawAdmin>>,
+    pub alerts: Option<Spanned<RawAlerts>>,
+}
+
+/// `[alerts]`: rules over refusals and where their alerts go.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAlerts {
+    #[serde(default)]
+    pub rules: Vec<Spanned<RawAlertRule>>,
+    #[serde(default)]
+    pub webhooks: Vec<Spanned<RawWebhook>>,
+    pub syslog: Option<Spanned<RawSyslog>>,
+}
+
+/// `[[alerts.rules]]`: more than `refusals` refusals per key within `window`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAlertRule {
+    pub name: Spanned<String>,
+    /// `client`, `subject`, `route` or `total`.
+    pub per: Spanned<String>,
+    pub refusals: Spanned<i64>,
+    pub window: Spanned<String>,
+    /// Only refusals with these statuses count; every refusal when absent.
+    #[serde(default)]
+    pub statuses: Vec<Spanned<i64>>,
+}
+
+/// `[[alerts.webhooks]]`: a URL alerts are POSTed to.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawWebhook {
+    pub url: Spanned<String>,
+    pub timeout: Option<Spanned<String>>,
+    pub retries: Option<Spanned<i64>>,
+}
+
+/// `[alerts.syslog]`: one RFC 5424 line with a CEF payload per alert, over UDP.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSyslog {
+    pub address: Spanned<String>,
 }
 
 /// Who may use the admin listener's protected endpoints.

@@ -6,6 +6,8 @@
 //! without one the answer is 401 with a `Bearer` challenge, with a wrong one 401
 //! `invalid_token`, and while no token is configured every such request is refused (403).
 //! `/metrics` is open unless `[admin] metrics = "token"`. A refused request changes nothing.
+//! The live dashboard (`gateway/dashboard.rs`) is served under `/dashboard`: the page is
+//! open, its data (`/dashboard/…`) needs the admin token like `/decisions/recent`.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -49,6 +51,9 @@ async fn handle(
     let path = request.uri().path().to_owned();
     if let Some(refusal) = refuse_unless_admin(&shared, &path, request.headers()) {
         return Ok(refusal);
+    }
+    if path == "/dashboard" || path.starts_with("/dashboard/") {
+        return Ok(super::dashboard::handle(&shared, &request).await);
     }
     let (status, content_type, body) = match (request.method(), path.as_str()) {
         (&Method::GET, "/healthz") => (
@@ -163,6 +168,8 @@ fn refuse_unless_admin(
     let admin = &engine.config().serve.admin;
     let protected = match path {
         "/reload" | "/revoke" | "/decisions/recent" => true,
+        // The page itself holds no data; everything under it shows clients and subjects.
+        p if p.starts_with("/dashboard/") => true,
         "/metrics" => admin.metrics_need_token,
         _ => false,
     };

@@ -182,6 +182,8 @@ async fn check(shared: &Arc<Shared>, peer: IpAddr, request: &CheckRequest) -> Ch
     };
     let facts = RequestFacts {
         client: decision.client,
+        peer,
+        headers: None,
         method: &method,
         target,
         at,

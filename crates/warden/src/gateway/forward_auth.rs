@@ -205,6 +205,8 @@ pub(crate) async fn handle(
     }
     let facts = RequestFacts {
         client: decision.client,
+        peer: peer.ip(),
+        headers: None,
         method: &facts_method,
         target: &facts_target,
         at,

@@ -5,6 +5,7 @@
 
 mod admin;
 mod body;
+mod dashboard;
 mod decide;
 mod ext_authz;
 pub(crate) mod forward_auth;
@@ -49,6 +50,9 @@ pub enum StartError {
     /// The decision log could not be opened.
     #[error("cannot open the decision log: {0}")]
     DecisionLog(std::io::Error),
+    /// The live view's thread or an alert target could not be started.
+    #[error("cannot start the live view or its alert targets: {0}")]
+    Live(std::io::Error),
     /// Metrics could not be registered.
     #[error("cannot register metrics: {0}")]
     Metrics(#[from] prometheus::Error),
@@ -89,6 +93,8 @@ pub(crate) struct Shared {
     /// The file a reload reads; `None` for a configuration not read from a file (the demo).
     pub config_path: Option<std::path::PathBuf>,
     pub log: DecisionLog,
+    /// What the dashboard shows and the alert rules watch.
+    pub live: crate::live::Live,
     pub metrics: Arc<Metrics>,
     pub jwks: JwksRefresher,
     /// Set once the gateway stops: `/readyz` answers not-ready while requests drain.
@@ -131,6 +137,11 @@ impl Gateway {
             Arc::clone(&metrics),
         )
         .map_err(StartError::DecisionLog)?;
+        let live_metrics = crate::live::LiveMetrics::register(&metrics)?;
+        let outbox = crate::live::notify::start(&config.serve.alerts, &live_metrics)
+            .map_err(StartError::Live)?;
+        let live = crate::live::Live::start(live_metrics, &config.serve.alerts, outbox)
+            .map_err(StartError::Live)?;
         let proxy_addr = listeners.proxy.unwrap_or(config.serve.listen);
         let admin_addr = listeners.admin.or(config.serve.admin_listen);
         let forward_auth_addr = listeners
@@ -158,6 +169,7 @@ impl Gateway {
             store: ArcSwap::from_pointee(store),
             config_path,
             log,
+            live,
             metrics,
             jwks,
             draining: std::sync::atomic::AtomicBool::new(false),

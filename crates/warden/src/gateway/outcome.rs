@@ -1,6 +1,6 @@
 //! What every front end does once a request is answered: count the decision in the metrics
 //! (by outcome, status, stage and reason; WAF findings; shadow disagreements) and write it
-//! to the decision log. The proxy and the forward-auth endpoints call the same function.
+//! to the decision log, and hand it to the live view (dashboard and alerts). The proxy and the forward-auth endpoints call the same function.
 
 use http::StatusCode;
 use warden_core::{Decision, Reason};
@@ -46,6 +46,7 @@ pub(crate) fn record(
             .inc();
     }
     shared.log.record(decision, facts, status.as_u16());
+    shared.live.record(decision, facts, status.as_u16());
 }
 
 /// Count WAF findings: refused ones and detect-only ones.

@@ -80,6 +80,7 @@ pub(crate) async fn handle(
     let mut host = GatewayHost::new(&shared, &engine, body);
     let decision = warden_core::drive(&engine, &view, at, &mut host).await;
     let branding = Branding::from(engine.config());
+    let mut kept_headers = None;
     let mut response = match response::render(&decision, branding, form.html) {
         Rendered::Forward(allow) => {
             let (read, unread) = host.into_body();
@@ -107,10 +108,14 @@ pub(crate) async fn handle(
             answer
         }
         Rendered::Respond(answer) if form.grpc && answer.status().as_u16() >= 400 => {
+            kept_headers = Some(parts.headers);
             let detail = response::refusal_detail(&decision).unwrap_or_default();
             grpc::refusal(&answer, &detail)
         }
-        Rendered::Respond(answer) => from_rendered(answer),
+        Rendered::Respond(answer) => {
+            kept_headers = Some(parts.headers);
+            from_rendered(answer)
+        }
     };
     response::add_decision_headers(
         response.headers_mut(),
@@ -118,6 +123,8 @@ pub(crate) async fn handle(
     );
     let facts = RequestFacts {
         client: decision.client,
+        peer: peer.ip(),
+        headers: kept_headers.as_ref(),
         method: &method,
         target: &target,
         at,

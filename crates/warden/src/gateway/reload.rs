@@ -73,6 +73,9 @@ pub(crate) async fn reload(shared: &Arc<Shared>) -> Result<ReloadReport, ReloadE
     if config.serve.http2 != old.config().serve.http2 {
         needs_restart.push("gateway.http2");
     }
+    if config.serve.alerts != old.config().serve.alerts {
+        needs_restart.push("alerts");
+    }
     // Everything that can fail is built before anything is swapped in.
     let refused = |e: ReloadError| {
         shared.metrics.reloads.with_label_values(&["refused"]).inc();

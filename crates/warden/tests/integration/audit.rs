@@ -28,11 +28,7 @@ fn testdata(name: &str) -> PathBuf {
 
 /// A directory under the target directory for this test's files (kept as artifacts).
 fn artifacts(test: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("audit")
-        .join(test);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::chromium::artifacts("audit", test)
 }
 
 /// Run `warden audit ARGS…` off the runtime (the servers run on it).
@@ -430,49 +426,9 @@ async fn the_html_report_shows_the_matrix_in_headless_chromium() {
     assert!(html.contains("data-rule=\"bola\""));
 
     // CI installs chromium (.ci/run): a missing browser fails the test.
-    let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .expect("chromium is not installed: .ci/run installs it");
     let png = dir.join("report.png");
-    let _ = std::fs::remove_file(&png);
-    let mut child = Command::new(chromium)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--hide-scrollbars",
-            "--window-size=1280,1600",
-        ])
-        .arg(format!("--user-data-dir={}", dir.join("profile").display()))
-        .arg(format!("--screenshot={}", png.display()))
-        .arg(format!("file://{}", html_path.display()))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if started.elapsed() > Duration::from_secs(60) {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("chromium did not finish in 60 s");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    assert!(status.success(), "chromium: {status}");
-    let bytes = std::fs::read(&png).unwrap();
-    assert!(
-        bytes.len() > 1000,
-        "the screenshot is {} bytes",
-        bytes.len()
-    );
-    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "not a PNG");
-    println!("screenshot kept at {}", png.display());
+    let url = format!("file://{}", html_path.display());
+    common::chromium::screenshot(&url, &png, &dir.join("profile"), (1280, 1600)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,11 +9,13 @@
 
 mod common;
 
+mod alerts;
 mod audit;
 mod authentication;
 mod authorization;
 mod bypass;
 mod cli;
+mod dashboard;
 mod demo;
 mod ext_authz;
 mod forward_auth;

@@ -9,6 +9,7 @@
 )]
 
 pub mod certs;
+pub mod chromium;
 pub mod redis_server;
 
 use std::net::SocketAddr;
