@@ -1,6 +1,8 @@
 //! A full decision of the decision core for the demo configuration, with a cached token:
 //! normalize, client address, route, authenticate (a cache hit), roles, forward headers.
 //!
+//! Also what the live view (dashboard, alerts) adds per decision (`live_record`).
+//!
 //! `cargo bench -p warden --bench decision -- --warm-up-time 1 --measurement-time 3`
 //! (results and the machine they were taken on: `BENCHMARKS.md`).
 
@@ -68,5 +70,48 @@ fn decision(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, decision);
+/// What `gateway/outcome.rs` adds per decision for the live view (dashboard and alerts):
+/// an allowed decision, and a refusal whose request is kept for its explanation.
+fn live_record(c: &mut Criterion) {
+    let engine = demo_engine();
+    let headers = headers();
+    let now = SystemTime::now();
+    let allowed = engine.decide(
+        &RequestView::new(&Method::GET, "/docs/7", &headers, [127, 0, 0, 1].into()),
+        now,
+    );
+    assert!(allowed.is_allowed());
+    let mut anonymous = headers.clone();
+    anonymous.remove(header::AUTHORIZATION);
+    let refused = engine.decide(
+        &RequestView::new(&Method::GET, "/docs/7", &anonymous, [127, 0, 0, 1].into()),
+        now,
+    );
+    assert!(!refused.is_allowed());
+    let metrics = warden::metrics::Metrics::new().unwrap();
+    let live = warden::live::Live::start(
+        warden::live::LiveMetrics::register(&metrics).unwrap(),
+        &warden_core::config::AlertSettings::default(),
+        warden::live::notify::Outbox::none(),
+    )
+    .unwrap();
+    let facts = |headers| warden::decision_log::RequestFacts {
+        client: [127, 0, 0, 1].into(),
+        peer: [127, 0, 0, 1].into(),
+        headers,
+        method: &Method::GET,
+        target: "/docs/7",
+        at: now,
+    };
+    let mut group = c.benchmark_group("live_record");
+    group.bench_function("allowed", |b| {
+        b.iter(|| live.record(black_box(&allowed), facts(None), 200));
+    });
+    group.bench_function("refused_with_request_kept", |b| {
+        b.iter(|| live.record(black_box(&refused), facts(Some(&anonymous)), 401));
+    });
+    group.finish();
+}
+
+criterion_group!(benches, decision, live_record);
 criterion_main!(benches);

@@ -76,14 +76,7 @@ pub struct AlertSettings {
 
 const MAX_RETRIES: i64 = 10;
 
-pub(super) fn settings(
-    raw: Option<&toml::Spanned<RawAlerts>>,
-    errors: &mut Collector<'_>,
-) -> AlertSettings {
-    let Some(section) = raw else {
-        return AlertSettings::default();
-    };
-    let a = section.get_ref();
+pub(super) fn settings(a: &RawAlerts, errors: &mut Collector<'_>) -> AlertSettings {
     let mut rules: Vec<AlertRule> = Vec::new();
     for (i, r) in a.rules.iter().enumerate() {
         if let Some(rule) = rule(i, r.get_ref(), errors) {
@@ -117,9 +110,12 @@ pub(super) fn settings(
             }
         }
     });
-    if !a.rules.is_empty() && a.webhooks.is_empty() && a.syslog.is_none() {
+    if let Some(first) = a.rules.first()
+        && a.webhooks.is_empty()
+        && a.syslog.is_none()
+    {
         errors.at(
-            section.span(),
+            first.span(),
             "alerts",
             "rules need somewhere to send alerts: add `[[alerts.webhooks]]` or `[alerts.syslog]`",
         );

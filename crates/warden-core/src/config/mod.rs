@@ -395,7 +395,7 @@ impl Config {
         }
 
         let admin = admin_settings(&raw, &mut errors);
-        let alerts = alerts::settings(raw.alerts.as_ref(), &mut errors);
+        let alerts = alerts::settings(&raw.alerts, &mut errors);
         let serve = ServeSettings {
             log,
             admin,

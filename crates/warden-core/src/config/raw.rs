@@ -40,11 +40,13 @@ pub(crate) struct RawConfig {
     pub cors: Option<Spanned<RawCors>>,
     pub forward_auth: Option<Spanned<RawForwardAuth>>,
     pub admin: Option<Spanned<RawAdmin>>,
-    pub alerts: Option<Spanned<RawAlerts>>,
+    #[serde(default)]
+    pub alerts: RawAlerts,
 }
 
-/// `[alerts]`: rules over refusals and where their alerts go.
-#[derive(Debug, Deserialize)]
+/// `[alerts]`: rules over refusals and where their alerts go. Not `Spanned`: the table is
+/// usually implicit (`[[alerts.rules]]` alone), which a span cannot be given to.
+#[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawAlerts {
     #[serde(default)]

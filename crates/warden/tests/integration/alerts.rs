@@ -113,9 +113,9 @@ window = "1m"
 statuses = [401]
 
 [[alerts.rules]]
-name = "admin-route"
+name = "busy-route"
 per = "route"
-refusals = 1
+refusals = 9
 window = "1m"
 
 [[alerts.webhooks]]
@@ -154,7 +154,10 @@ address = "{}"
         three.get(url(path)).send().await.unwrap();
     }
 
-    eventually("one alert for 127.0.0.2", || !ok.alerts().is_empty()).await;
+    eventually("an alert for 127.0.0.2 and one for /me", || {
+        ok.alerts().len() >= 2
+    })
+    .await;
     let mut datagram = vec![0u8; 4096];
     let n = tokio::time::timeout(Duration::from_secs(10), syslog.recv(&mut datagram))
         .await
@@ -163,7 +166,14 @@ address = "{}"
     let line = String::from_utf8_lossy(&datagram[..n]).into_owned();
 
     let alerts = ok.alerts();
-    assert_eq!(alerts.len(), 1, "one alert per key per window: {alerts:?}");
+    assert_eq!(alerts.len(), 2, "one alert per key per window: {alerts:?}");
+    // The route's: all ten refusals of /me, from both clients (the 404s have no route).
+    let route = &alerts[1];
+    assert_eq!(
+        (&route["rule"], &route["what"], &route["key"]),
+        (&"busy-route".into(), &"route".into(), &"me".into())
+    );
+    assert_eq!(route["count"], 10);
     let alert = &alerts[0];
     assert_eq!(alert["rule"], "unauthenticated-client");
     assert_eq!(alert["what"], "client");
@@ -198,39 +208,21 @@ address = "{}"
     );
     assert!(line.contains("cs1=unauthenticated-client "), "{line}");
     assert!(line.contains("src=127.0.0.2"), "{line}");
-    assert!(line.contains(&format!("cnt=4 ")), "{line}");
+    assert!(line.contains("cnt=4 "), "{line}");
 
     // The receiver that is down: every attempt fails, is retried twice, then given up.
-    eventually_metric(
-        &gw,
-        "warden_alert_deliveries_total{result=\"failed\",target=\"webhook\"}",
-        1,
-    )
-    .await;
-    assert_eq!(
-        metric(
-            &gw,
-            "warden_alert_deliveries_total{result=\"retry\",target=\"webhook\"}"
-        )
-        .await,
-        2
-    );
-    assert_eq!(
-        metric(
-            &gw,
-            "warden_alert_deliveries_total{result=\"ok\",target=\"webhook\"}"
-        )
-        .await,
-        1
-    );
-    assert_eq!(
-        metric(&gw, "warden_alerts_total{rule=\"unauthenticated-client\"}").await,
-        1
-    );
-    assert_eq!(
-        metric(&gw, "warden_alerts_total{rule=\"admin-route\"}").await,
-        0
-    );
+    let failed = "warden_alert_deliveries_total{result=\"failed\",target=\"webhook\"}";
+    eventually_metric(&gw, failed, 2).await;
+    let retried = "warden_alert_deliveries_total{result=\"retry\",target=\"webhook\"}";
+    assert_eq!(metric(&gw, retried).await, 4);
+    let delivered = "warden_alert_deliveries_total{result=\"ok\",target=\"webhook\"}";
+    assert_eq!(metric(&gw, delivered).await, 2);
+    let syslogged = "warden_alert_deliveries_total{result=\"ok\",target=\"syslog\"}";
+    assert_eq!(metric(&gw, syslogged).await, 2);
+    let fired = |rule: &str| format!("warden_alerts_total{{rule=\"{rule}\"}}");
+    assert_eq!(metric(&gw, &fired("unauthenticated-client")).await, 1);
+    assert_eq!(metric(&gw, &fired("busy-route")).await, 1);
+    assert_eq!(ok.alerts().len(), 2, "no further alert within the window");
     gw.shutdown().await;
 }
 
