@@ -974,11 +974,11 @@ mod tests {
                 (4, "alerts.rules[0].refusals"),
                 (5, "alerts.rules[0].window"),
                 (6, "alerts.rules[0].statuses[0]"),
-                (11, "alerts.rules[1].window"),
-                (14, "alerts.webhooks[0].url"),
-                (15, "alerts.webhooks[0].timeout"),
-                (16, "alerts.webhooks[0].retries"),
-                (19, "alerts.syslog.address"),
+                (12, "alerts.rules[1].window"),
+                (15, "alerts.webhooks[0].url"),
+                (16, "alerts.webhooks[0].timeout"),
+                (17, "alerts.webhooks[0].retries"),
+                (20, "alerts.syslog.address"),
             ],
             "{errs:?}"
         );

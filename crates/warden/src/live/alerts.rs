@@ -325,8 +325,8 @@ mod tests {
             }
         );
         assert_eq!(alert.sample_decision_ids.len(), 4);
-        // A window later the key may fire again.
-        let later = now + Duration::from_secs(61);
+        // A window (and the tenth of one that a bucket spans) later the key fires again.
+        let later = now + Duration::from_secs(67);
         let again: Vec<_> = (0..5)
             .flat_map(|_| rules.observe(&refusal("127.0.0.1", "invalid_token", 401), later))
             .collect();

@@ -120,7 +120,6 @@ impl Window {
         dropped: u64,
     ) -> Value {
         let buckets = usize::try_from(MAX_AGE.as_secs() / BUCKET.as_secs()).unwrap_or(60);
-        let start = now.checked_sub(MAX_AGE).unwrap_or(now);
         let mut series: BTreeMap<&str, Vec<u64>> = STATUSES
             .iter()
             .map(|s| status_key(*s))
@@ -152,11 +151,12 @@ impl Window {
             refused += 1;
             let key = status_key(event.status);
             *by_status.entry(key).or_default() += 1;
-            if let Some(slot) = event
-                .at
-                .duration_since(start)
+            // The last bar ends now; an event stamped after now (another thread's clock)
+            // is in it.
+            let age = now.duration_since(event.at).unwrap_or_default();
+            if let Some(slot) = usize::try_from(age.as_secs() / BUCKET.as_secs())
                 .ok()
-                .and_then(|d| usize::try_from(d.as_secs() / BUCKET.as_secs()).ok())
+                .and_then(|back| buckets.checked_sub(back + 1))
                 .and_then(|i| series.get_mut(key).and_then(|s| s.get_mut(i)))
             {
                 *slot += 1;
