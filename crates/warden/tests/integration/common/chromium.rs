@@ -192,15 +192,22 @@ impl Browser {
     }
 
     /// Evaluate `condition` until it is true, up to `limit`; the value of `describe` is in
-    /// the failure message.
+    /// the failure message. While the page is still loading (no body yet, elements
+    /// missing) the condition counts as false.
     pub fn wait_for(&mut self, condition: &str, describe: &str, limit: Duration) {
+        let guarded = format!(
+            "(() => {{ try {{ return ({condition}) === true; }} catch (e) {{ return false; }} }})()"
+        );
         let started = Instant::now();
         loop {
-            if self.eval(condition) == json!(true) {
+            if self.eval(&guarded) == json!(true) {
                 return;
             }
             if started.elapsed() > limit {
-                let seen = self.eval(describe);
+                let describe = format!(
+                    "(() => {{ try {{ return ({describe}); }} catch (e) {{ return String(e); }} }})()"
+                );
+                let seen = self.eval(&describe);
                 panic!("the page never got to `{condition}`: {seen}");
             }
             std::thread::sleep(Duration::from_millis(100));
