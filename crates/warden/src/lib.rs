@@ -16,6 +16,7 @@ pub mod live;
 pub mod metrics;
 pub mod probe;
 pub mod state;
+pub mod telemetry;
 pub mod token;
 
 /// Install the TLS crypto provider (ring) for outbound HTTPS, such as JWKS fetches.

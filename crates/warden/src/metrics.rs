@@ -1,8 +1,16 @@
 //! Prometheus metrics, served by the admin listener.
 
+use std::sync::Arc;
+
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
 };
+
+/// Buckets of the latencies that leave the process (upstreams, Redis): 0.5 ms to 10 s.
+const NETWORK_BUCKETS: [f64; 14] = [
+    5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 
 /// Every metric warden exports.
 #[derive(Debug)]
@@ -12,8 +20,18 @@ pub struct Metrics {
     id: u64,
     /// Decisions by outcome, status, stage and reason code.
     pub decisions: IntCounterVec,
-    /// Time taken by the decision engine.
-    pub decision_seconds: Histogram,
+    /// Time taken by the decision engine, by the stage that ended the decision.
+    pub decision_seconds: HistogramVec,
+    /// Time to an upstream's response head, by upstream.
+    pub upstream_seconds: HistogramVec,
+    /// Time the state backend took to answer one request's checks, by backend.
+    pub state_seconds: HistogramVec,
+    /// Connections open on the HTTP listeners (proxy and forward-auth).
+    pub connections_open: IntGauge,
+    /// Connections accepted on the HTTP listeners.
+    pub connections: IntCounter,
+    /// Spans handed to the OTLP exporter, by result (`exported`, `failed`, `dropped`).
+    pub trace_spans: IntCounterVec,
     /// Upstream failures by kind (`connect`, `timeout`, `protocol`).
     pub upstream_errors: IntCounterVec,
     /// Decision log lines dropped because the writer fell behind.
@@ -70,6 +88,52 @@ impl Metrics {
         })
     }
 
+    /// The `warden_decision_seconds` histogram of one stage, kept per thread like
+    /// [`Metrics::decision_counter`].
+    pub fn decision_histogram(&self, stage: &'static str) -> Histogram {
+        thread_local! {
+            static HISTOGRAMS: PerThread<&'static str> = PerThread::default();
+        }
+        HISTOGRAMS.with(|h| {
+            h.get(self.id, stage, || {
+                self.decision_seconds.with_label_values(&[stage])
+            })
+        })
+    }
+
+    /// The `warden_upstream_seconds` histogram of one upstream, kept per thread.
+    pub fn upstream_histogram(&self, upstream: &Arc<str>) -> Histogram {
+        thread_local! {
+            static HISTOGRAMS: PerThread<Arc<str>> = PerThread::default();
+        }
+        HISTOGRAMS.with(|h| {
+            h.get(self.id, Arc::clone(upstream), || {
+                self.upstream_seconds
+                    .with_label_values(&[upstream.as_ref()])
+            })
+        })
+    }
+
+    /// The `warden_state_seconds` histogram of one backend, kept per thread.
+    pub fn state_histogram(&self, backend: &'static str) -> Histogram {
+        thread_local! {
+            static HISTOGRAMS: PerThread<&'static str> = PerThread::default();
+        }
+        HISTOGRAMS.with(|h| {
+            h.get(self.id, backend, || {
+                self.state_seconds.with_label_values(&[backend])
+            })
+        })
+    }
+
+    /// Count a connection opened; the guard counts it closed when dropped.
+    #[must_use]
+    pub fn connection_opened(self: &Arc<Self>) -> ConnectionGuard {
+        self.connections.inc();
+        self.connections_open.inc();
+        ConnectionGuard(Arc::clone(self))
+    }
+
     /// A fresh registry with every metric registered.
     ///
     /// # Errors
@@ -83,15 +147,52 @@ impl Metrics {
             ),
             &["outcome", "status", "stage", "reason"],
         )?;
-        let decision_seconds = Histogram::with_opts(
+        let decision_seconds = HistogramVec::new(
             HistogramOpts::new(
                 "warden_decision_seconds",
-                "Time taken by the decision engine",
+                "Time taken by the decision engine, by the stage that ended the decision",
             )
             .buckets(vec![
                 1e-6, 5e-6, 1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 5e-2,
             ]),
+            &["stage"],
         )?;
+        let upstream_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "warden_upstream_seconds",
+                "Time from sending a request upstream to its response head, by upstream",
+            )
+            .buckets(NETWORK_BUCKETS.to_vec()),
+            &["upstream"],
+        )?;
+        registry.register(Box::new(upstream_seconds.clone()))?;
+        let state_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "warden_state_seconds",
+                "Time the state backend took to answer a request's checks, by backend",
+            )
+            .buckets(NETWORK_BUCKETS.to_vec()),
+            &["backend"],
+        )?;
+        registry.register(Box::new(state_seconds.clone()))?;
+        let connections_open = IntGauge::new(
+            "warden_connections_open",
+            "Connections open on the proxy and forward-auth listeners",
+        )?;
+        registry.register(Box::new(connections_open.clone()))?;
+        let connections = IntCounter::new(
+            "warden_connections_total",
+            "Connections accepted on the proxy and forward-auth listeners",
+        )?;
+        registry.register(Box::new(connections.clone()))?;
+        let trace_spans = IntCounterVec::new(
+            Opts::new(
+                "warden_trace_spans_total",
+                "Spans handed to the OTLP exporter, by result (exported, failed, dropped)",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(trace_spans.clone()))?;
         let upstream_errors = IntCounterVec::new(
             Opts::new("warden_upstream_errors_total", "Upstream failures by kind"),
             &["kind"],
@@ -151,12 +252,28 @@ impl Metrics {
         registry.register(Box::new(upstream_errors.clone()))?;
         registry.register(Box::new(decision_log_dropped.clone()))?;
         registry.register(Box::new(jwks_fetches.clone()))?;
+        // Series that exist before their first event, so `rate()` and alerts on them work
+        // from the start (and the dashboard's queries find them).
+        for result in ["ok", "refused"] {
+            reloads.with_label_values(&[result]);
+        }
+        for kind in ["connect", "timeout", "protocol"] {
+            upstream_errors.with_label_values(&[kind]);
+        }
+        for result in ["exported", "failed", "dropped"] {
+            trace_spans.with_label_values(&[result]);
+        }
         static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         Ok(Self {
             registry,
             id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             decisions,
             decision_seconds,
+            upstream_seconds,
+            state_seconds,
+            connections_open,
+            connections,
+            trace_spans,
             upstream_errors,
             tls_handshake_failures,
             decision_log_dropped,
@@ -186,5 +303,37 @@ impl Metrics {
         let mut buf = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
         String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+/// Counts a connection closed when dropped (see [`Metrics::connection_opened`]).
+#[derive(Debug)]
+pub struct ConnectionGuard(Arc<Metrics>);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.connections_open.dec();
+    }
+}
+
+/// Histograms of one label a thread has used, by registry id and label: finding one in a
+/// family hashes the labels and takes the family's lock, which the request path avoids.
+#[derive(Default)]
+struct PerThread<K>(std::cell::RefCell<std::collections::HashMap<(u64, K), Histogram>>);
+
+impl<K: std::hash::Hash + Eq> PerThread<K> {
+    fn get(&self, id: u64, label: K, make: impl FnOnce() -> Histogram) -> Histogram {
+        let mut map = self.0.borrow_mut();
+        let key = (id, label);
+        if let Some(h) = map.get(&key) {
+            return h.clone();
+        }
+        let h = make();
+        // Bounded: labels are few, registries come and go only in tests.
+        if map.len() >= 4096 {
+            map.clear();
+        }
+        map.insert(key, h.clone());
+        h
     }
 }

@@ -13,6 +13,7 @@ pub(crate) mod raw;
 mod sources;
 mod tls;
 mod upstream;
+mod telemetry;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -32,6 +33,7 @@ pub use self::tls::{Http2Settings, KeyPair, ListenerCertificate, ListenerTls, Tl
 pub use self::upstream::{
     Balance, HealthCheck, PassiveHealth, Upstream, UpstreamProtocol, UpstreamTls,
 };
+pub use self::telemetry::{SubjectInSpans, TracingSettings};
 use crate::auth::Source;
 use crate::auth::jwt::JwtSource;
 use crate::route::{Route, Router};
@@ -68,6 +70,11 @@ pub struct ServeSettings {
     pub workers: Option<usize>,
     /// How long a stopping server lets requests in flight finish (10 s by default).
     pub drain_timeout: Duration,
+    /// Whether listeners are bound with `SO_REUSEPORT` (`[gateway] reuse_port`), so a new
+    /// process can listen on the same address before this one stops.
+    pub reuse_port: bool,
+    /// The OTLP export of request spans (`[tracing]`); none when the section is absent.
+    pub tracing: Option<TracingSettings>,
     /// The decision log.
     pub log: LogSettings,
     /// Who may use the admin listener.
@@ -396,10 +403,15 @@ impl Config {
 
         let admin = admin_settings(&raw, &mut errors);
         let alerts = alerts::settings(&raw.alerts, &mut errors);
+        let tracing = raw
+            .tracing
+            .as_ref()
+            .and_then(|t| telemetry::settings(t, &mut errors));
         let serve = ServeSettings {
             log,
             admin,
             alerts,
+            tracing,
             ..serve
         };
         let config = router.map(|router| Self {
@@ -679,6 +691,8 @@ fn gateway_settings(
             .as_ref()
             .and_then(|v| parse_duration(v, "gateway.drain_timeout", errors))
             .unwrap_or(Duration::from_secs(10)),
+        reuse_port: g.reuse_port,
+        tracing: None,
         log: LogSettings {
             target: LogTarget::Stdout,
             allowed: true,

@@ -42,6 +42,7 @@ pub(crate) struct RawConfig {
     pub admin: Option<Spanned<RawAdmin>>,
     #[serde(default)]
     pub alerts: RawAlerts,
+    pub tracing: Option<Spanned<RawTracing>>,
 }
 
 /// `[alerts]`: rules over refusals and where their alerts go. Not `Spanned`: the table is
@@ -84,6 +85,21 @@ pub(crate) struct RawWebhook {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawSyslog {
     pub address: Spanned<String>,
+}
+
+/// OpenTelemetry export of request spans.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTracing {
+    /// The collector's OTLP/gRPC endpoint.
+    pub endpoint: Spanned<String>,
+    pub service_name: Option<Spanned<String>>,
+    /// `hash` (default), `omit` or `raw`.
+    pub subject: Option<Spanned<String>>,
+    pub queue: Option<Spanned<usize>>,
+    pub batch: Option<Spanned<usize>>,
+    pub interval: Option<Spanned<String>>,
+    pub export_timeout: Option<Spanned<String>>,
 }
 
 /// Who may use the admin listener's protected endpoints.
@@ -283,6 +299,9 @@ pub(crate) struct RawGateway {
     pub connect_timeout: Option<Spanned<String>>,
     pub upstream_timeout: Option<Spanned<String>>,
     pub drain_timeout: Option<Spanned<String>>,
+    /// Bind the listeners with `SO_REUSEPORT`, so a new process can listen beside this one.
+    #[serde(default)]
+    pub reuse_port: bool,
     pub workers: Option<usize>,
     /// Proxies whose forwarding headers are believed (CIDR prefixes or addresses).
     #[serde(default)]

@@ -65,7 +65,12 @@ impl Host for GatewayHost<'_> {
         checks: &[StateCheck],
     ) -> Result<Vec<StateAnswer>, StateUnavailable> {
         let store = self.shared.store.load_full();
+        let started = std::time::Instant::now();
         let answers = store.answer(checks).await;
+        self.shared
+            .metrics
+            .state_histogram(store.backend())
+            .observe(started.elapsed().as_secs_f64());
         if let Err(e) = &answers {
             self.shared.metrics.state_unavailable.inc();
             warn_throttled(&format!("{e}; the configured fail mode decides"));

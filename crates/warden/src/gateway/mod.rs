@@ -11,6 +11,7 @@ mod ext_authz;
 pub(crate) mod forward_auth;
 mod grpc;
 mod jwks;
+mod listen;
 mod outcome;
 mod proxy;
 pub mod reload;
@@ -47,6 +48,17 @@ pub enum StartError {
         /// The cause.
         source: std::io::Error,
     },
+    /// A socket the service manager handed over (`LISTEN_FDS`) is not a TCP listener.
+    #[error("the socket handed over at LISTEN_FDS index {index} is unusable: {source}")]
+    Inherited {
+        /// Its index among the handed-over sockets.
+        index: usize,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The OTLP exporter of `[tracing]` could not be built.
+    #[error(transparent)]
+    Tracing(#[from] crate::telemetry::TracingError),
     /// The decision log could not be opened.
     #[error("cannot open the decision log: {0}")]
     DecisionLog(std::io::Error),
@@ -101,6 +113,8 @@ pub(crate) struct Shared {
     pub draining: std::sync::atomic::AtomicBool,
     /// The proxy listener's TLS configuration, when it serves TLS; a reload swaps it.
     pub tls: Option<TlsConfig>,
+    /// Request spans, when `[tracing]` is configured (fixed at start).
+    pub telemetry: Option<crate::telemetry::Telemetry>,
 }
 
 /// A running gateway.
@@ -150,6 +164,8 @@ impl Gateway {
         let grpc_addr = listeners
             .grpc
             .or_else(|| config.forward_auth.as_ref().and_then(|f| f.grpc_listen));
+        let reuse_port = config.serve.reuse_port;
+        let mut inherited = listen::Inherited::from_env()?;
         let upstream = upstream::UpstreamClient::new(&config)?;
         let tls = match &config.serve.tls {
             Some(settings) => Some(Arc::new(ArcSwap::new(tls::server_config(
@@ -159,6 +175,13 @@ impl Gateway {
             None => None,
         };
         let jwks = JwksRefresher::new(Arc::clone(&metrics)).map_err(StartError::JwksClient)?;
+        let telemetry = match &config.serve.tracing {
+            Some(settings) => Some(crate::telemetry::Telemetry::start(
+                settings,
+                Arc::clone(&metrics),
+            )?),
+            None => None,
+        };
         let config_path = config.origin.is_file().then(|| config.origin.clone());
         let store = crate::state::Store::new(&config.state);
         let engine = Engine::new(config);
@@ -174,12 +197,14 @@ impl Gateway {
             jwks,
             draining: std::sync::atomic::AtomicBool::new(false),
             tls,
+            telemetry,
         });
 
         let (shutdown, stop) = watch::channel(false);
         let (admin_shutdown, admin_stop) = watch::channel(false);
         let mut admin_task = None;
-        let (proxy_listener, proxy_addr) = bind(proxy_addr).await?;
+        let (proxy_listener, proxy_addr) =
+            listen::acquire(&mut inherited, "proxy", proxy_addr, reuse_port)?;
         let mut tasks = vec![tokio::spawn(serve_http(
             proxy_listener,
             Arc::clone(&shared),
@@ -189,7 +214,8 @@ impl Gateway {
         ))];
         let forward_auth_addr = match forward_auth_addr {
             Some(addr) => {
-                let (listener, bound) = bind(addr).await?;
+                let (listener, bound) =
+                    listen::acquire(&mut inherited, "forward_auth", addr, reuse_port)?;
                 tasks.push(tokio::spawn(serve_http(
                     listener,
                     Arc::clone(&shared),
@@ -203,7 +229,7 @@ impl Gateway {
         };
         let grpc_addr = match grpc_addr {
             Some(addr) => {
-                let (listener, bound) = bind(addr).await?;
+                let (listener, bound) = listen::acquire(&mut inherited, "grpc", addr, reuse_port)?;
                 let serve = ext_authz::serve(listener, Arc::clone(&shared), stop.clone());
                 tasks.push(tokio::spawn(serve));
                 Some(bound)
@@ -212,13 +238,15 @@ impl Gateway {
         };
         let admin_addr = match admin_addr {
             Some(addr) => {
-                let (listener, bound) = bind(addr).await?;
+                let (listener, bound) =
+                    listen::acquire(&mut inherited, "admin", addr, reuse_port)?;
                 let serve = admin::serve(listener, Arc::clone(&shared), admin_stop);
                 admin_task = Some(tokio::spawn(serve));
                 Some(bound)
             }
             None => None,
         };
+        inherited.warn_unused();
         tasks.push(tokio::spawn(jwks::refresh_loop(Arc::clone(&shared), stop)));
         tracing::info!(%proxy_addr, admin = ?admin_addr, forward_auth = ?forward_auth_addr, grpc = ?grpc_addr, "warden is serving");
         Ok(Self {
@@ -253,6 +281,9 @@ impl Gateway {
         let _ = self.shutdown.send(true);
         for task in self.tasks {
             let _ = task.await;
+        }
+        if let Some(telemetry) = &self.shared.telemetry {
+            telemetry.shutdown().await;
         }
         let _ = self.admin_shutdown.send(true);
         if let Some(task) = self.admin_task {
@@ -301,7 +332,9 @@ async fn serve_http<H, F>(
         let shared = Arc::clone(&shared);
         let stop = stop.clone();
         let tls = tls.as_ref().map(|config| config.load_full());
+        let open = shared.metrics.connection_opened();
         connections.spawn(async move {
+            let _open = open;
             let http2 = shared.engine.load().config().serve.http2;
             let Some(tls) = tls else {
                 let info = ConnectionInfo { tls: false };
@@ -372,7 +405,16 @@ async fn serve_connection<I, H, F>(
 {
     let service = hyper::service::service_fn(move |mut req: http::Request<_>| {
         req.extensions_mut().insert(info.clone());
-        handle(Arc::clone(&shared), peer, req)
+        let shared = Arc::clone(&shared);
+        let http2 = req.version() == http::Version::HTTP_2;
+        async move {
+            let response = handle(Arc::clone(&shared), peer, req).await?;
+            Ok::<_, std::convert::Infallible>(if http2 {
+                response
+            } else {
+                close_when_draining(&shared, response)
+            })
+        }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -407,10 +449,36 @@ async fn until_stopped<C: GracefulConnection>(
     tokio::select! {
         ended = conn.as_mut() => ended,
         _ = stop.changed() => {
+            // A keep-alive client may be sending its next request right now: closing the
+            // idle connection under it would fail that request. Its answer says
+            // `Connection: close` (see `close_when_draining`), so the client moves to the
+            // next process; a connection still idle after the grace is closed.
+            if let Ok(ended) = tokio::time::timeout(IDLE_GRACE, conn.as_mut()).await {
+                return ended;
+            }
             conn.as_mut().graceful_shutdown();
             conn.await
         }
     }
+}
+
+/// How long a stopping listener leaves an idle keep-alive connection open for the client's
+/// next request.
+const IDLE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Once the gateway is draining, every HTTP/1.1 answer closes its connection after it
+/// (HTTP/2 has no `Connection` header: its GOAWAY does the same; the caller skips it).
+fn close_when_draining(
+    shared: &Shared,
+    mut response: http::Response<body::Body>,
+) -> http::Response<body::Body> {
+    if shared.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        response.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+    }
+    response
 }
 
 /// Let the connections of a stopped listener finish their requests, up to the configured
@@ -425,17 +493,6 @@ async fn drain(mut connections: tokio::task::JoinSet<()>, shared: &Shared) {
         );
         connections.shutdown().await;
     }
-}
-
-/// A listener on `addr` and the address it is bound to (the port chosen for port 0).
-async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Bind { addr, source })?;
-    let bound = listener
-        .local_addr()
-        .map_err(|source| StartError::Bind { addr, source })?;
-    Ok((listener, bound))
 }
 
 /// The next connection on `listener` (`TCP_NODELAY` set), or `None` once `stop` changes. A

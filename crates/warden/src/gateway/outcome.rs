@@ -17,7 +17,7 @@ pub(crate) fn record(
 ) {
     shared
         .metrics
-        .decision_seconds
+        .decision_histogram(decision.stage.as_str())
         .observe(decision.elapsed.as_secs_f64());
     count_waf(shared, decision);
     let reason = decision.reason().map_or("", Reason::code);

@@ -22,6 +22,7 @@ use super::upstream::{self, UpstreamFailure};
 use super::websocket::{self, Handshake};
 use super::{ConnectionInfo, Shared, grpc, outcome};
 use crate::decision_log::RequestFacts;
+use crate::telemetry::RequestTrace;
 
 /// How refusals are answered to this client.
 #[derive(Debug, Clone, Copy)]
@@ -76,6 +77,10 @@ pub(crate) async fn handle(
         .extensions
         .get::<ConnectionInfo>()
         .is_some_and(|info| info.tls);
+    let trace = shared.telemetry.as_ref().map(|t| {
+        let trusted = engine.config().gateway.trusted_proxies.contains(peer.ip());
+        t.request(&method, &parts.headers, trusted, at)
+    });
 
     let mut host = GatewayHost::new(&shared, &engine, body);
     let decision = warden_core::drive(&engine, &view, at, &mut host).await;
@@ -95,6 +100,7 @@ pub(crate) async fn handle(
                 allow,
                 form,
                 tls,
+                trace: trace.as_ref(),
             };
             let mut answer = exchange.forward(upstream_request, upgrade).await;
             if exceeded.fired() {
@@ -130,6 +136,10 @@ pub(crate) async fn handle(
         at,
     };
     outcome::record(&shared, &decision, facts, response.status());
+    if let Some(trace) = trace {
+        let path = target.split('?').next().unwrap_or_default();
+        trace.finish(&decision, decision.client, path, response.status());
+    }
     Ok(response)
 }
 
@@ -155,6 +165,8 @@ struct Exchange<'a> {
     allow: &'a Allow,
     form: Form,
     tls: bool,
+    /// The request's span, when tracing is on.
+    trace: Option<&'a RequestTrace<'a>>,
 }
 
 impl Exchange<'_> {
@@ -209,7 +221,24 @@ impl Exchange<'_> {
             UpstreamProtocol::Http2 => Version::HTTP_2,
         };
 
-        match client.send(pool, request, &self.allow.path_and_query).await {
+        let span = self
+            .trace
+            .map(|t| t.upstream(&self.allow.upstream, request.headers_mut()));
+        let started = std::time::Instant::now();
+        let sent = client.send(pool, request, &self.allow.path_and_query).await;
+        self.shared
+            .metrics
+            .upstream_histogram(&self.allow.upstream)
+            .observe(started.elapsed().as_secs_f64());
+        if let Some(span) = span {
+            span.finish(match &sent {
+                Ok(response) => Ok(response.status()),
+                Err(UpstreamFailure::Timeout) => Err("timeout"),
+                Err(UpstreamFailure::NoHealthyHost) => Err("no_healthy_host"),
+                Err(UpstreamFailure::Unavailable(kind)) => Err(kind),
+            });
+        }
+        match sent {
             Ok(mut response) => {
                 if let Some((handshake, client_upgrade)) = upgrade
                     && response.status() == StatusCode::SWITCHING_PROTOCOLS

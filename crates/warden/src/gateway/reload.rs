@@ -59,6 +59,9 @@ pub(crate) async fn reload(shared: &Arc<Shared>) -> Result<ReloadReport, ReloadE
     if config.serve.admin_listen != old.config().serve.admin_listen {
         needs_restart.push("gateway.admin_listen");
     }
+    if config.serve.tracing != old.config().serve.tracing {
+        needs_restart.push("tracing");
+    }
     if config.forward_auth != old.config().forward_auth {
         needs_restart.push("forward_auth");
     }

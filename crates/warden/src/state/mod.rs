@@ -56,6 +56,15 @@ impl Store {
         }
     }
 
+    /// The backend's name in metrics: `memory` or `redis`.
+    #[must_use]
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Self::Memory(_) => "memory",
+            Self::Redis(_) => "redis",
+        }
+    }
+
     /// Answer the engine's checks, in order.
     ///
     /// # Errors

@@ -1,0 +1,216 @@
+//! A restart without a failed request: the `warden` binary gets its listening socket from
+//! outside, as systemd socket activation hands it over (`LISTEN_FDS`, `LISTEN_PID`,
+//! `LISTEN_FDNAMES`). A second process is started on the same socket while the first one
+//! serves a load; the first gets SIGTERM and drains; no request of the load fails, and both
+//! processes answered some of it.
+use crate::common;
+
+use std::os::fd::OwnedFd;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use command_fds::{CommandFdExt, FdMapping};
+use common::{Upstream, fixture};
+
+const WARDEN: &str = env!("CARGO_BIN_EXE_warden");
+
+/// `warden serve --config CONFIG` with `listener` as its socket 3, named `proxy`. `sh` sets
+/// `LISTEN_PID` to its own pid and `exec`s warden, which keeps that pid (what systemd does
+/// between fork and exec).
+fn spawn_activated(config: &Path, listener: &std::net::TcpListener) -> Proc {
+    let fd = OwnedFd::from(listener.try_clone().unwrap());
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        .arg(r#"LISTEN_PID=$$ exec "$0" serve --config "$1""#)
+        .arg(WARDEN)
+        .arg(config)
+        .env("LISTEN_FDS", "1")
+        .env("LISTEN_FDNAMES", "proxy")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    command
+        .fd_mappings(vec![FdMapping {
+            parent_fd: fd,
+            child_fd: 3,
+        }])
+        .unwrap();
+    let mut child = Proc(command.spawn().unwrap());
+    wait_listening(&mut child.0);
+    child
+}
+
+/// A child ended (by its own handle) on drop, so a failing test leaves no process behind.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Proc {
+    /// SIGTERM, then wait for the exit (bounded); whether it exited cleanly.
+    async fn terminate(&mut self) -> bool {
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.0.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(exit) = self.0.try_wait().unwrap() {
+                return exit.success();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "warden did not drain and exit after SIGTERM"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Wait for the child's "warden listening on" line; the rest of its output is drained.
+fn wait_listening(child: &mut Child) {
+    use std::io::BufRead;
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.starts_with("warden listening on ") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(20))
+        .expect("warden did not start on the handed-over socket");
+}
+
+/// Lines in a decision log: one per request the process answered.
+fn answered(log: &Path) -> usize {
+    std::fs::read_to_string(log).map_or(0, |t| t.lines().count())
+}
+
+#[derive(Default)]
+struct Load {
+    ok: AtomicU64,
+    failed: AtomicU64,
+    stop: AtomicBool,
+}
+
+/// Send GET /public until told to stop (or a bounded number of requests), counting answers
+/// that are not 200 and requests that got no answer as failures.
+async fn drive(load: Arc<Load>, base: String, keep_alive: bool) {
+    let builder = reqwest::Client::builder().timeout(Duration::from_secs(10));
+    let client = if keep_alive {
+        builder.build().unwrap()
+    } else {
+        builder.pool_max_idle_per_host(0).build().unwrap()
+    };
+    for _ in 0..50_000 {
+        if load.stop.load(Ordering::Relaxed) {
+            return;
+        }
+        match client.get(format!("{base}/public")).send().await {
+            Ok(r) if r.status() == 200 && r.bytes().await.is_ok() => {
+                load.ok.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(r) => {
+                eprintln!("failed request: status {}", r.status());
+                load.failed.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                eprintln!("failed request: {e:?}");
+                load.failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Wait until the load has `more` successes beyond now (bounded in time).
+async fn wait_for_successes(load: &Load, more: u64) {
+    let target = load.ok.load(Ordering::Relaxed) + more;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while load.ok.load(Ordering::Relaxed) < target {
+        assert!(Instant::now() < deadline, "the load stalled");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_on_a_handed_over_socket_fails_no_request() {
+    let upstream = Upstream::start().await;
+    let dir = std::env::temp_dir().join(format!("warden-restart-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // The socket systemd would hold: it outlives both processes.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let config_for = |name: &str| {
+        let log = dir.join(format!("{name}.log"));
+        let _ = std::fs::remove_file(&log);
+        let config = fixture("public")
+            .upstream(upstream.addr)
+            .replace(
+                "decisions = \"off\"",
+                &format!(
+                    "decisions = {:?}\nallowed = true",
+                    log.display().to_string()
+                ),
+            )
+            // Not the socket's address: the handed-over socket is matched by its name.
+            .append("[gateway]\nlisten = \"127.0.0.1:1\"\ndrain_timeout = \"5s\"\n");
+        let sub = dir.join(name);
+        (config.write_to(&sub), log)
+    };
+    let (old_config, old_log) = config_for("old");
+    let (new_config, new_log) = config_for("new");
+
+    let mut old = spawn_activated(&old_config, &listener);
+    let load = Arc::new(Load::default());
+    let drivers: Vec<_> = [true, true, false, false]
+        .into_iter()
+        .map(|keep_alive| tokio::spawn(drive(Arc::clone(&load), base.clone(), keep_alive)))
+        .collect();
+    wait_for_successes(&load, 200).await;
+
+    // The new process accepts on the same socket beside the old one…
+    let mut new = spawn_activated(&new_config, &listener);
+    wait_for_successes(&load, 200).await;
+    // …then the old one is told to stop, as `systemctl restart` or a deploy script would.
+    assert!(old.terminate().await, "the old process stopped cleanly");
+    let old_answered = answered(&old_log);
+    let new_before = answered(&new_log);
+    wait_for_successes(&load, 300).await;
+
+    load.stop.store(true, Ordering::Relaxed);
+    for d in drivers {
+        d.await.unwrap();
+    }
+    assert!(new.terminate().await, "the new process stopped cleanly");
+    let (ok, failed) = (
+        load.ok.load(Ordering::Relaxed),
+        load.failed.load(Ordering::Relaxed),
+    );
+    eprintln!(
+        "restart under load: {ok} requests answered, {failed} failed; old process answered {old_answered}, new {}",
+        answered(&new_log)
+    );
+    assert_eq!(failed, 0, "no request failed across the restart");
+    assert!(old_answered > 0, "the old process served part of the load");
+    assert!(
+        answered(&new_log) > new_before,
+        "the new process served the load once the old one was gone"
+    );
+    assert!(ok >= 700);
+    let _ = std::fs::remove_dir_all(&dir);
+}
