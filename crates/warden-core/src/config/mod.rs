@@ -1005,6 +1005,55 @@ mod tests {
     }
 
     #[test]
+    fn tracing_settings_and_their_errors() {
+        let config = Config::parse(
+            "[gateway]\nreuse_port = true\n[tracing]\nendpoint = \"http://127.0.0.1:4317\"\nsubject = \"omit\"\nqueue = 8\nbatch = 4\n",
+            Path::new("warden.toml"),
+        )
+        .unwrap();
+        assert!(config.serve.reuse_port);
+        let tracing = config.serve.tracing.unwrap();
+        assert_eq!(tracing.endpoint, "http://127.0.0.1:4317");
+        assert_eq!(tracing.subject, SubjectInSpans::Omit);
+        assert_eq!((tracing.queue, tracing.batch), (8, 4));
+        assert_eq!(tracing.service_name, "warden");
+        let defaults = Config::parse(
+            "[tracing]\nendpoint = \"http://c:4317\"\n",
+            Path::new("w.toml"),
+        )
+        .unwrap();
+        assert_eq!(
+            defaults.serve.tracing.unwrap().subject,
+            SubjectInSpans::Hash
+        );
+        assert!(
+            Config::parse("", Path::new("w.toml"))
+                .unwrap()
+                .serve
+                .tracing
+                .is_none()
+        );
+        let errs = errors_of(
+            "[tracing]\nendpoint = \"grpc://collector\"\nsubject = \"clear\"\nqueue = 0\nbatch = 9999999\ninterval = \"soon\"\n",
+        );
+        let at: Vec<(usize, &str)> = errs.iter().map(|e| (e.line, e.field.as_str())).collect();
+        assert_eq!(
+            at,
+            [
+                (2, "tracing.endpoint"),
+                (3, "tracing.subject"),
+                (4, "tracing.queue"),
+                (5, "tracing.batch"),
+                (6, "tracing.interval"),
+            ],
+            "{errs:?}"
+        );
+        let errs = errors_of("[tracing]\nendpoint = \"http://c:4317\"\nqueue = 2\nbatch = 3\n");
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!((errs[0].line, errs[0].field.as_str()), (4, "tracing.batch"));
+    }
+
+    #[test]
     fn forward_auth_needs_trusted_proxies_and_a_listener() {
         let errs = errors_of("[forward_auth]\nlisten = \"127.0.0.1:9191\"\n");
         assert_eq!(errs.len(), 1, "{errs:?}");

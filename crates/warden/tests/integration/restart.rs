@@ -121,12 +121,19 @@ async fn drive(load: Arc<Load>, base: String, keep_alive: bool) {
         if load.stop.load(Ordering::Relaxed) {
             return;
         }
-        match client.get(format!("{base}/public")).send().await {
-            Ok(r) if r.status() == 200 && r.bytes().await.is_ok() => {
+        let answer = match client.get(format!("{base}/public")).send().await {
+            Ok(r) => {
+                let status = r.status();
+                r.bytes().await.map(|_| status)
+            }
+            Err(e) => Err(e),
+        };
+        match answer {
+            Ok(status) if status == 200 => {
                 load.ok.fetch_add(1, Ordering::Relaxed);
             }
-            Ok(r) => {
-                eprintln!("failed request: status {}", r.status());
+            Ok(status) => {
+                eprintln!("failed request: status {status}");
                 load.failed.fetch_add(1, Ordering::Relaxed);
             }
             Err(e) => {
