@@ -202,7 +202,7 @@ fn the_tokenizer_finds_metric_names_and_nothing_else() {
 async fn every_metric_the_dashboard_and_alerts_name_is_exported() {
     let upstream = Upstream::start().await;
     // A JWKS URL nobody answers (a fetch and its failure counted), a limited public route
-    // (the state backend asked), a JWT route (refusals).
+    // with the WAF on (the state backend asked, a finding), a JWT route (refusals).
     let config = fixture("jwks-url")
         .var("jwks_url", "http://127.0.0.1:9/jwks.json")
         .append(
@@ -211,6 +211,7 @@ async fn every_metric_the_dashboard_and_alerts_name_is_exported() {
 name = "public"
 path = "/public"
 upstream = "app"
+waf = "on"
 [[limits]]
 name = "per-client"
 key = ["client"]
@@ -227,6 +228,13 @@ routes = ["public"]
             .await
             .unwrap();
     }
+    let waf = c
+        .get(format!("http://{}/public", gw.proxy_addr))
+        .query(&[("q", "x' OR 1=1--")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(waf.status(), 403);
     let scrape = common::admin_get(&gw, "/metrics").await;
     gw.shutdown().await;
 

@@ -212,9 +212,15 @@ async fn spans_carry_the_decision_and_link_client_warden_and_upstream() {
     assert_eq!(a["url.path"], "/public", "the query is not in the span");
     assert_eq!(a["client.address"], "127.0.0.2");
     assert!(!a.contains_key("warden.decision.reason"));
+    let seen = upstream
+        .seen()
+        .into_iter()
+        .rfind(|s| s.target == "/public?from=trusted")
+        .unwrap();
     assert_eq!(
-        r.headers()["x-warden-decision-id"].to_str().unwrap(),
-        a["warden.decision.id"]
+        seen.headers["x-warden-decision-id"].to_str().unwrap(),
+        a["warden.decision.id"],
+        "the span names the decision the upstream was told of"
     );
     assert_eq!(server.name, "GET /public");
     assert_eq!(
