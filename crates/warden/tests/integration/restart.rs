@@ -156,6 +156,7 @@ async fn wait_for_successes(load: &Load, more: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_on_a_handed_over_socket_fails_no_request() {
+    warden::install_crypto_provider();
     let upstream = Upstream::start().await;
     let dir = std::env::temp_dir().join(format!("warden-restart-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
