@@ -11,9 +11,9 @@ mod limits;
 mod network;
 pub(crate) mod raw;
 mod sources;
+mod telemetry;
 mod tls;
 mod upstream;
-mod telemetry;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -29,11 +29,11 @@ use self::error::Collector;
 pub use self::error::{ConfigError, ConfigErrors};
 pub use self::limits::{Backend, FailMode, StateSettings};
 use self::raw::{RawConfig, RawIdentityHeaders, RawRoute};
+pub use self::telemetry::{SubjectInSpans, TracingSettings};
 pub use self::tls::{Http2Settings, KeyPair, ListenerCertificate, ListenerTls, TlsVersion};
 pub use self::upstream::{
     Balance, HealthCheck, PassiveHealth, Upstream, UpstreamProtocol, UpstreamTls,
 };
-pub use self::telemetry::{SubjectInSpans, TracingSettings};
 use crate::auth::Source;
 use crate::auth::jwt::JwtSource;
 use crate::route::{Route, Router};

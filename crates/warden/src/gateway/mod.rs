@@ -238,8 +238,7 @@ impl Gateway {
         };
         let admin_addr = match admin_addr {
             Some(addr) => {
-                let (listener, bound) =
-                    listen::acquire(&mut inherited, "admin", addr, reuse_port)?;
+                let (listener, bound) = listen::acquire(&mut inherited, "admin", addr, reuse_port)?;
                 let serve = admin::serve(listener, Arc::clone(&shared), admin_stop);
                 admin_task = Some(tokio::spawn(serve));
                 Some(bound)
