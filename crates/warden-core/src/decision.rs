@@ -93,6 +93,10 @@ pub enum TokenProblem {
     MissingClaim,
     /// The token, or every token of its subject issued before a time, was revoked.
     Revoked,
+    /// An ID token's `nonce` is not the one the login sent.
+    WrongNonce,
+    /// An ID token's `at_hash` does not match the access token it came with.
+    WrongAccessTokenHash,
 }
 
 impl TokenProblem {
@@ -115,6 +119,8 @@ impl TokenProblem {
             Self::WrongAudience => "The token audience is not accepted",
             Self::MissingClaim => "The token lacks a required claim",
             Self::Revoked => "The access token was revoked",
+            Self::WrongNonce => "The ID token does not belong to this login",
+            Self::WrongAccessTokenHash => "The ID token does not match its access token",
         }
     }
 
@@ -135,6 +141,8 @@ impl TokenProblem {
             Self::WrongAudience => "wrong_audience",
             Self::MissingClaim => "missing_claim",
             Self::Revoked => "revoked",
+            Self::WrongNonce => "wrong_nonce",
+            Self::WrongAccessTokenHash => "wrong_at_hash",
         }
     }
 }
@@ -237,6 +245,25 @@ pub enum Reason {
         /// Why (log only).
         detail: &'static str,
     },
+    /// A browser navigation without a (valid) session on a route of an `oidc` source: 302
+    /// to warden's login start, which sends the browser to the provider. API clients get
+    /// [`Reason::NoCredentials`] or [`Reason::Session`] instead.
+    LoginRequired {
+        /// The source to sign in with.
+        source: Arc<str>,
+        /// Where to come back to: the request's own canonical path and query.
+        return_to: String,
+        /// Why there was no session to use (`None`: no session cookie at all).
+        problem: Option<crate::session::SessionProblem>,
+    },
+    /// A session cookie was sent and is not acceptable (401).
+    Session(crate::session::SessionProblem),
+    /// The sign-in could not be completed: the callback's state, code, PKCE or ID token did
+    /// not check out, or the return target is not a same-origin path (400).
+    LoginFailed {
+        /// Why, safe to show.
+        detail: &'static str,
+    },
 }
 
 impl Reason {
@@ -244,9 +271,11 @@ impl Reason {
     #[must_use]
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::MalformedRequest { .. } | Self::MalformedCredentials { .. } => {
-                StatusCode::BAD_REQUEST
-            }
+            Self::MalformedRequest { .. }
+            | Self::MalformedCredentials { .. }
+            | Self::LoginFailed { .. } => StatusCode::BAD_REQUEST,
+            Self::LoginRequired { .. } => StatusCode::FOUND,
+            Self::Session(_) => StatusCode::UNAUTHORIZED,
             Self::RouteNotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::NoCredentials | Self::InvalidToken(_) | Self::InvalidCredentials => {
@@ -305,6 +334,9 @@ impl Reason {
             Self::RateLimited { .. } => "rate_limited",
             Self::Banned { .. } => "too_many_failures",
             Self::StateUnavailable => "temporarily_unavailable",
+            Self::LoginRequired { .. } => "login_required",
+            Self::Session(_) => "invalid_session",
+            Self::LoginFailed { .. } => "login_failed",
         }
     }
 
@@ -315,7 +347,15 @@ impl Reason {
             Self::MalformedRequest { detail }
             | Self::MalformedCredentials { detail }
             | Self::CsrfRejected { detail }
-            | Self::CorsRejected { detail } => (*detail).to_owned(),
+            | Self::CorsRejected { detail }
+            | Self::LoginFailed { detail } => (*detail).to_owned(),
+            Self::Session(problem) => problem.as_str().to_owned(),
+            Self::LoginRequired {
+                source, problem, ..
+            } => match problem {
+                None => format!("no session → redirect to login with `{source}`"),
+                Some(p) => format!("{} → redirect to login with `{source}`", p.as_str()),
+            },
             Self::BodyTooLarge { limit } => format!("body larger than {limit} bytes"),
             Self::WafBlocked(detection) => detection.describe(),
             Self::InvalidToken(problem) => problem.as_str().to_owned(),

@@ -14,10 +14,11 @@ use http::StatusCode;
 use crate::auth::{PasswordCheck, PasswordVerdict};
 use crate::limit::{BanPolicy, StateAnswer, StateCheck, StateUnavailable};
 use crate::protocol::{Answer, BodyRead, Need, Progress};
+use crate::session::{SessionAnswer, SessionLookup};
 use crate::{Decision, Engine, RequestView};
 
 /// More needs than the engine ever has for one request (body, two state phases, a password
-/// or a key refresh): a host answering more is talking to a broken engine, and the request
+/// or a key refresh, a session and its refresh): a host answering more is talking to a broken engine, and the request
 /// is refused.
 const MAX_NEEDS: usize = 8;
 
@@ -45,6 +46,26 @@ pub trait Host: Send {
     /// to refresh.
     fn refresh_keys(&mut self) -> impl Future<Output = bool> + Send {
         std::future::ready(false)
+    }
+
+    /// Look a browser session up, renewing its idle lifetime. The default has no session
+    /// store: sessions are refused (503), never let through.
+    fn lookup_session(
+        &mut self,
+        lookup: &SessionLookup,
+    ) -> impl Future<Output = SessionAnswer> + Send {
+        let _ = lookup;
+        std::future::ready(SessionAnswer::Unavailable)
+    }
+
+    /// Refresh a session's tokens at its provider, store and return the new record. The
+    /// default cannot: the refresh fails and the session is not accepted.
+    fn refresh_session(
+        &mut self,
+        lookup: &SessionLookup,
+    ) -> impl Future<Output = SessionAnswer> + Send {
+        let _ = lookup;
+        std::future::ready(SessionAnswer::RefreshFailed)
     }
 
     /// Count a 401 or 403 towards the client's ban (a server may do it off the request's
@@ -80,6 +101,8 @@ pub async fn drive<H: Host>(
             Need::Keys => Answer::Keys {
                 changed: host.refresh_keys().await,
             },
+            Need::Session(lookup) => Answer::Session(host.lookup_session(lookup).await),
+            Need::RefreshSession(lookup) => Answer::Session(host.refresh_session(lookup).await),
         };
         progress = engine.resume(request, pending, answer);
     };

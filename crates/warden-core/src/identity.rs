@@ -15,6 +15,8 @@ pub enum CredentialKind {
     ApiKey,
     /// HTTP Basic.
     Basic,
+    /// A browser session (the sealed session cookie of an `oidc` source).
+    Session,
 }
 
 impl CredentialKind {
@@ -26,6 +28,7 @@ impl CredentialKind {
             Self::Cookie => "cookie",
             Self::ApiKey => "api_key",
             Self::Basic => "basic",
+            Self::Session => "session",
         }
     }
 }

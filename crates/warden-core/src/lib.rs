@@ -50,6 +50,7 @@ mod protocol;
 pub mod request;
 pub mod response;
 mod route;
+pub mod session;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -280,6 +281,9 @@ fn hint(reason: &Reason) -> Option<String> {
         Reason::CorsRejected { .. } => {
             "add the origin, method or header to the CORS configuration".to_owned()
         }
+        Reason::LoginRequired { .. } => "sign in: the browser is sent to the provider".to_owned(),
+        Reason::Session(p) => format!("sign in again ({})", p.description().to_lowercase()),
+        Reason::LoginFailed { .. } => "start the sign-in again from the page".to_owned(),
         Reason::WafBlocked(_) | Reason::PolicyForbids { .. } | Reason::NoPolicyPermits => {
             return None;
         }

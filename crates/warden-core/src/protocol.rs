@@ -9,6 +9,7 @@ use crate::auth::{PasswordCheck, PasswordVerdict};
 use crate::decision::Decision;
 use crate::limit::{StateAnswer, StateCheck, StateUnavailable};
 use crate::pipeline::{Ctx, Routed};
+use crate::session::{SessionAnswer, SessionLookup};
 
 /// What the engine needs from its driver before it can go on.
 #[derive(Debug)]
@@ -29,6 +30,15 @@ pub enum Need {
     /// The token names a key that no source knows: refresh the key sets that come from URLs
     /// (answer [`Answer::Keys`]). Asked at most once per request.
     Keys,
+    /// The record of a browser session, its idle lifetime renewed (answer
+    /// [`Answer::Session`]). A host without sessions answers
+    /// [`SessionAnswer::Unavailable`], and the request is refused (503).
+    Session(SessionLookup),
+    /// The session's tokens are about to expire: refresh them at the provider, once for
+    /// all the session's requests, store the new record and answer it ([`Answer::Session`],
+    /// [`SessionAnswer::RefreshFailed`] when the provider refused). Asked at most once per
+    /// request.
+    RefreshSession(SessionLookup),
 }
 
 /// The driver's answer to a [`Need`].
@@ -41,6 +51,8 @@ pub enum Answer {
     State(Result<Vec<StateAnswer>, StateUnavailable>),
     /// The password's verdict.
     Password(PasswordVerdict),
+    /// The session's record, or why there is none.
+    Session(SessionAnswer),
     /// Whether any key set changed.
     Keys {
         /// `true` when a key set was fetched anew, so the token is verified again.

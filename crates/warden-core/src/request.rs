@@ -103,14 +103,14 @@ pub(crate) fn single_header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'
 /// A cookie name sent more than once (cookie tossing: a sibling site planting a second
 /// cookie of the same name).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct CookieSentTwice;
+pub struct CookieSentTwice;
 
 /// The trimmed value of the named cookie across every `Cookie` header, `None` when absent
 /// or empty.
 ///
 /// # Errors
 /// When the name is sent twice.
-pub(crate) fn cookie<'h>(
+pub fn cookie<'h>(
     headers: &'h HeaderMap,
     name: &str,
 ) -> Result<Option<&'h str>, CookieSentTwice> {

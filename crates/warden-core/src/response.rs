@@ -212,6 +212,20 @@ pub fn render_reason(
     if let Some(seconds) = retry_after {
         builder = builder.header(header::RETRY_AFTER, seconds);
     }
+    if let Reason::LoginRequired {
+        source, return_to, ..
+    } = reason
+    {
+        // warden's own login start: relative, so it stays on the origin the browser asked.
+        let location = format!(
+            "/oauth2/start?source={}&rd={}",
+            percent_encoding::utf8_percent_encode(source, QUERY_VALUE),
+            percent_encoding::utf8_percent_encode(return_to, QUERY_VALUE)
+        );
+        if let Ok(v) = HeaderValue::from_str(&location) {
+            builder = builder.header(header::LOCATION, v);
+        }
+    }
 
     let extra = match reason {
         Reason::InsufficientScope { required, .. } => Some(("required_scopes", json!(required))),
@@ -224,6 +238,13 @@ pub fn render_reason(
     };
     problem_body(builder, id, &problem, extra, branding, html)
 }
+
+/// Everything but unreserved characters is escaped in a query value.
+const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// A problem a front end reports itself, outside the engine's decisions (an upstream that
 /// failed or timed out): rendered like every refusal, problem+json or HTML.
@@ -397,6 +418,9 @@ fn detail(reason: &Reason, verbosity: Verbosity) -> String {
         Reason::CorsRejected { .. } => {
             "This origin may not make this cross-origin request.".to_owned()
         }
+        Reason::LoginRequired { .. } => "Sign in to continue.".to_owned(),
+        Reason::Session(problem) => format!("{}; sign in again.", problem.description()),
+        Reason::LoginFailed { detail } => format!("The sign-in failed: {detail}."),
     }
 }
 
@@ -405,6 +429,7 @@ fn challenge_values(reason: &Reason, schemes: &[Scheme], realm: &str) -> Vec<Hea
     let realm = quote(realm);
     let bearer_error: Option<(&str, String, Option<String>)> = match reason {
         Reason::InvalidToken(p) => Some(("invalid_token", p.description().to_owned(), None)),
+        Reason::Session(p) => Some(("invalid_token", p.description().to_owned(), None)),
         Reason::MalformedCredentials { detail } => {
             Some(("invalid_request", (*detail).to_owned(), None))
         }

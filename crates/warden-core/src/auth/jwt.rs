@@ -191,6 +191,24 @@ impl JwtSource {
         now: u64,
         kind: CredentialKind,
     ) -> Result<(Identity, Option<u64>), TokenProblem> {
+        let claims = self.verified_claims(token)?;
+        self.identity(&claims, now, kind)
+    }
+
+    /// The claims of a token whose header, pinned algorithm, key and signature (and `iss`
+    /// and `aud`, when configured) verify; the time claims are not checked here.
+    pub(crate) fn verified_claims(
+        &self,
+        token: &str,
+    ) -> Result<serde_json::Map<String, Value>, TokenProblem> {
+        self.verified_token(token).map(|(claims, _)| claims)
+    }
+
+    /// [`JwtSource::verified_claims`] and the algorithm that verified them.
+    pub(crate) fn verified_token(
+        &self,
+        token: &str,
+    ) -> Result<(serde_json::Map<String, Value>, Algorithm), TokenProblem> {
         let (alg, kid) = self.check_header(token)?;
         let kid = kid.as_deref();
 
@@ -214,7 +232,7 @@ impl JwtSource {
                 &candidate.key,
                 &validation,
             ) {
-                Ok(data) => return self.identity(&data.claims, now, kind),
+                Ok(data) => return Ok((data.claims, alg)),
                 Err(e) if matches!(e.kind(), ErrorKind::InvalidSignature) => {}
                 Err(e) => return Err(map_error(e.kind())),
             }
@@ -417,7 +435,7 @@ fn time_claim(
 }
 
 /// A claim at a dotted path (`realm_access.roles`).
-fn claim_path<'a>(claims: &'a serde_json::Map<String, Value>, path: &str) -> Option<&'a Value> {
+pub(crate) fn claim_path<'a>(claims: &'a serde_json::Map<String, Value>, path: &str) -> Option<&'a Value> {
     let mut parts = path.split('.');
     let mut value = claims.get(parts.next()?)?;
     for part in parts {
@@ -427,7 +445,7 @@ fn claim_path<'a>(claims: &'a serde_json::Map<String, Value>, path: &str) -> Opt
 }
 
 /// A list claim: a JSON array of strings or one space-separated string (OAuth `scope`).
-fn string_list(value: Option<&Value>) -> Vec<String> {
+pub(crate) fn string_list(value: Option<&Value>) -> Vec<String> {
     match value {
         Some(Value::String(s)) => s.split_ascii_whitespace().map(str::to_owned).collect(),
         Some(Value::Array(items)) => items

@@ -9,6 +9,7 @@ pub mod api_key;
 pub mod basic;
 pub(crate) mod cache;
 pub mod jwt;
+pub mod oidc;
 
 use std::sync::Arc;
 
@@ -29,6 +30,7 @@ pub(crate) enum Source {
     Jwt(jwt::JwtSource),
     ApiKey(api_key::ApiKeySource),
     Basic(basic::BasicSource),
+    Oidc(oidc::OidcSource),
 }
 
 impl Source {
@@ -37,13 +39,14 @@ impl Source {
             Self::Jwt(s) => &s.name,
             Self::ApiKey(s) => &s.name,
             Self::Basic(s) => &s.name,
+            Self::Oidc(s) => s.name(),
         }
     }
 
     /// Whether its keys come from a URL, and so can be refreshed when a token names a key
     /// the source does not know.
     pub fn refreshable(&self) -> bool {
-        matches!(self, Self::Jwt(jwt) if jwt.jwks_url.is_some())
+        matches!(self, Self::Jwt(jwt) if jwt.jwks_url.is_some()) || matches!(self, Self::Oidc(_))
     }
 
     /// The challenge scheme this source answers a 401 with.
@@ -59,6 +62,9 @@ impl Source {
                 header: Arc::from(s.header.as_str()),
             },
             Self::Basic(_) => Scheme::Basic,
+            Self::Oidc(s) => Scheme::Cookie {
+                name: Arc::clone(&s.sessions.cookie),
+            },
         }
     }
 }
@@ -79,6 +85,11 @@ pub(crate) enum Presented<'a> {
         name: &'a str,
         token: &'a str,
     },
+    /// The sealed session cookie of `oidc` sources.
+    Session {
+        name: &'a str,
+        sealed: &'a str,
+    },
 }
 
 /// What a credential verified to.
@@ -88,6 +99,8 @@ pub(crate) enum Verified {
     Identity(Identity),
     /// A user name and password, still to be checked.
     Password(PasswordCheck),
+    /// A session cookie that opens: its record is still to be looked up.
+    Session(crate::session::SessionLookup),
 }
 
 /// A user name and password to check against the route's Basic sources. Checking is slow by
@@ -174,6 +187,7 @@ pub(crate) fn authenticate(
                 problem.unwrap_or(TokenProblem::UnknownKey),
             ))
         }
+        Presented::Session { name, sealed } => open_session(sources, name, sealed, now),
         Presented::ApiKey { header, key } => sources
             .iter()
             .find_map(|s| match s.as_ref() {
@@ -194,6 +208,43 @@ pub(crate) fn authenticate(
             password,
         })),
     }
+}
+
+/// Open a session cookie with the keys of the route's `oidc` sources: the session it names,
+/// to be looked up, unless it does not open (tampered, or an old key) or its absolute
+/// lifetime is over.
+fn open_session(
+    sources: &[Arc<Source>],
+    name: &str,
+    sealed: &str,
+    now: u64,
+) -> Result<Verified, Reason> {
+    use crate::session::{SessionCookie, SessionLookup, SessionProblem};
+    let mut oidc = sources.iter().filter_map(|s| match s.as_ref() {
+        Source::Oidc(o) if o.sessions.cookie.as_ref() == name => Some(o),
+        _ => None,
+    });
+    let Some(first) = oidc.next() else {
+        return Err(Reason::NoCredentials);
+    };
+    // Every oidc source shares the `[sessions]` keys; the cookie names its source.
+    let cookie: SessionCookie = first
+        .sessions
+        .open_cookie(sealed)
+        .map_err(|_| Reason::Session(SessionProblem::Tampered))?;
+    let source = std::iter::once(first)
+        .chain(oidc)
+        .find(|o| o.name().as_ref() == cookie.source)
+        .ok_or(Reason::Session(SessionProblem::Tampered))?;
+    if now >= cookie.ends {
+        return Err(Reason::Session(SessionProblem::Expired));
+    }
+    Ok(Verified::Session(SessionLookup {
+        id: cookie.id,
+        source: Arc::clone(source.name()),
+        idle: source.sessions.idle_timeout,
+        ends: cookie.ends,
+    }))
 }
 
 /// Of two token problems from different sources, the one that says more: a source that
@@ -286,6 +337,18 @@ pub(crate) fn find_credential<'a>(
                     if let Some(token) = find_cookie(headers, name)? {
                         found.push(Presented::Cookie { name, token });
                     }
+                }
+            }
+            Source::Oidc(oidc) => {
+                let name = oidc.sessions.cookie.as_ref();
+                if found
+                    .iter()
+                    .any(|p| matches!(p, Presented::Session { name: n, .. } if *n == name))
+                {
+                    continue;
+                }
+                if let Some(sealed) = find_cookie(headers, name)? {
+                    found.push(Presented::Session { name, sealed });
                 }
             }
             Source::Basic(_) => {}

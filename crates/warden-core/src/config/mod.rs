@@ -9,6 +9,7 @@ pub(crate) mod error;
 mod hygiene;
 mod limits;
 mod network;
+pub mod oidc;
 pub(crate) mod raw;
 mod sources;
 mod telemetry;
@@ -258,6 +259,8 @@ pub struct Config {
     pub hygiene: crate::hygiene::HygieneSettings,
     /// warden as another proxy's external authorizer, when configured.
     pub forward_auth: Option<ForwardAuthSettings>,
+    /// Browser sessions of `oidc` sources (`[sessions]`).
+    pub sessions: Option<Arc<crate::session::SessionSettings>>,
 }
 
 /// warden as the external authorizer of another proxy (`[forward_auth]`).
@@ -331,9 +334,12 @@ impl Config {
             }
         }
 
+        let sessions = oidc::sessions(raw.sessions.as_ref(), &base_dir, &mut errors);
         let mut sources = HashMap::new();
         for (name, source) in &raw.sources {
-            if let Some(checked) = sources::check_source(name, source, &base_dir, &mut errors) {
+            if let Some(checked) =
+                sources::check_source(name, source, &base_dir, sessions.as_ref(), &mut errors)
+            {
                 sources.insert(Arc::from(name.as_str()), Arc::new(checked));
             }
         }
@@ -397,6 +403,10 @@ impl Config {
             match source.as_ref() {
                 Source::ApiKey(k) => hygiene.credential_headers.push(k.header.clone()),
                 Source::Jwt(j) => hygiene.session_cookies.extend(j.cookie.clone()),
+                Source::Oidc(o) => hygiene.session_cookies.extend([
+                    Arc::clone(&o.sessions.cookie),
+                    Arc::clone(&o.sessions.login_cookie),
+                ]),
                 Source::Basic(_) => {}
             }
         }
@@ -430,6 +440,7 @@ impl Config {
             geo,
             hygiene,
             forward_auth,
+            sessions,
         });
         match (errors.finish(()), config) {
             (Ok(()), Some(config)) => Ok(config),
@@ -450,6 +461,11 @@ impl Config {
                     if jwt.jwks_url.is_some() && jwt.fetched_keys.load().is_empty() =>
                 {
                     Some(Arc::clone(&jwt.name))
+                }
+                Source::Oidc(oidc)
+                    if oidc.discovery().is_none() || oidc.jwt.fetched_keys.load().is_empty() =>
+                {
+                    Some(Arc::clone(oidc.name()))
                 }
                 _ => None,
             })
@@ -475,6 +491,12 @@ impl Config {
                     url: url.clone(),
                     refresh: *jwks_refresh,
                 }),
+                // An OpenID provider's key set is where its discovery document says.
+                Source::Oidc(oidc) => oidc.discovery().map(|d| JwksFetch {
+                    source: Arc::clone(oidc.name()),
+                    url: d.jwks_uri.clone(),
+                    refresh: oidc.jwt.jwks_refresh,
+                }),
                 _ => None,
             })
             .collect();
@@ -492,6 +514,7 @@ impl Config {
     pub fn set_fetched_keys(&self, source: &str, jwks: &[u8]) -> Result<usize, FetchedKeysError> {
         let jwt = match self.sources.get(source).map(AsRef::as_ref) {
             Some(Source::Jwt(jwt)) => jwt,
+            Some(Source::Oidc(oidc)) => &oidc.jwt,
             Some(_) => return Err(FetchedKeysError::NotJwt(source.to_owned())),
             None => return Err(FetchedKeysError::UnknownSource(source.to_owned())),
         };
@@ -499,6 +522,23 @@ impl Config {
         let count = keys.len();
         jwt.set_fetched_keys(keys);
         Ok(count)
+    }
+
+    /// The `oidc` sources, by name.
+    pub fn oidc_sources(&self) -> impl Iterator<Item = &crate::auth::oidc::OidcSource> {
+        self.sources.values().filter_map(|s| match s.as_ref() {
+            Source::Oidc(oidc) => Some(oidc),
+            _ => None,
+        })
+    }
+
+    /// The `oidc` source of this name.
+    #[must_use]
+    pub fn oidc_source(&self, name: &str) -> Option<&crate::auth::oidc::OidcSource> {
+        match self.sources.get(name).map(AsRef::as_ref) {
+            Some(Source::Oidc(oidc)) => Some(oidc),
+            _ => None,
+        }
     }
 
     /// The routes, in file order, for listings and tools.

@@ -43,6 +43,20 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub alerts: RawAlerts,
     pub tracing: Option<Spanned<RawTracing>>,
+    pub sessions: Option<Spanned<RawSessions>>,
+}
+
+/// Browser sessions of `oidc` sources.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSessions {
+    /// Secrets (`secret_env` or `secret_file`), newest first: the first seals, all open.
+    pub keys: Spanned<Vec<Spanned<RawKey>>>,
+    pub cookie: Option<Spanned<String>>,
+    pub secure: Option<bool>,
+    pub idle_timeout: Option<Spanned<String>>,
+    pub absolute_timeout: Option<Spanned<String>>,
+    pub refresh_before: Option<Spanned<String>>,
 }
 
 /// `[alerts]`: rules over refusals and where their alerts go. Not `Spanned`: the table is
@@ -427,6 +441,8 @@ pub(crate) enum RawSource {
     Jwt(Box<RawJwtSource>),
     ApiKey(RawApiKeySource),
     Basic(RawBasicSource),
+    /// Boxed like `Jwt`; its JWT fields are read into the `jwt` part.
+    Oidc(Box<RawOidcSource>),
     /// A `type` that is none of these. Kept rather than refused while parsing, so the check
     /// reports it at the value, under `sources.NAME.type`, among the file's other errors.
     Unknown(Spanned<String>),
@@ -455,6 +471,22 @@ pub(crate) struct RawJwtSource {
     pub token_cache: Option<Spanned<u64>>,
     /// Verification keys.
     pub keys: Option<Spanned<Vec<Spanned<RawKey>>>>,
+}
+
+/// `type = "oidc"`: browser sign-in with OpenID Connect.
+#[derive(Debug, Default)]
+pub(crate) struct RawOidcSource {
+    /// `algorithms`, `issuer`, `leeway`, `roles_claim`, `scopes_claim`, `attributes`,
+    /// `max_token_bytes`: as for a JWT source, applied to ID tokens.
+    pub jwt: RawJwtSource,
+    pub client_id: Option<Spanned<String>>,
+    pub client_secret_env: Option<Spanned<String>>,
+    pub client_secret_file: Option<Spanned<String>>,
+    pub client_auth: Option<Spanned<String>>,
+    pub scopes: Option<Spanned<Vec<String>>>,
+    pub redirect_uri: Option<Spanned<String>>,
+    pub discovery_url: Option<Spanned<String>>,
+    pub post_logout_redirect_uri: Option<Spanned<String>>,
 }
 
 /// `type = "api_key"`: a key in a header, looked up by its SHA-256.
@@ -491,6 +523,14 @@ const SOURCE_FIELDS: &[&str] = &[
     "keys",
     "header",
     "users",
+    "client_id",
+    "client_secret_env",
+    "client_secret_file",
+    "client_auth",
+    "scopes",
+    "redirect_uri",
+    "discovery_url",
+    "post_logout_redirect_uri",
 ];
 
 /// A source's `type`, once it is one warden knows.
@@ -499,6 +539,7 @@ enum SourceKind {
     Jwt,
     ApiKey,
     Basic,
+    Oidc,
 }
 
 impl SourceKind {
@@ -507,6 +548,7 @@ impl SourceKind {
             "jwt" => Some(Self::Jwt),
             "api_key" => Some(Self::ApiKey),
             "basic" => Some(Self::Basic),
+            "oidc" => Some(Self::Oidc),
             _ => None,
         }
     }
@@ -516,6 +558,7 @@ impl SourceKind {
             Self::Jwt => "jwt",
             Self::ApiKey => "api_key",
             Self::Basic => "basic",
+            Self::Oidc => "oidc",
         }
     }
 
@@ -542,6 +585,24 @@ impl SourceKind {
             ],
             Self::ApiKey => &["type", "header", "keys"],
             Self::Basic => &["type", "users"],
+            Self::Oidc => &[
+                "type",
+                "issuer",
+                "client_id",
+                "client_secret_env",
+                "client_secret_file",
+                "client_auth",
+                "scopes",
+                "redirect_uri",
+                "discovery_url",
+                "post_logout_redirect_uri",
+                "algorithms",
+                "leeway",
+                "roles_claim",
+                "scopes_claim",
+                "attributes",
+                "max_token_bytes",
+            ],
         }
     }
 
@@ -617,6 +678,7 @@ impl<'de> Visitor<'de> for SourceVisitor {
         let mut jwt = RawJwtSource::default();
         let mut api_key = RawApiKeySource::default();
         let mut basic = RawBasicSource::default();
+        let mut oidc = RawOidcSource::default();
         while let Some(key) = map.next_key_seed(SourceKey(kind))? {
             seen.push(key);
             match key {
@@ -643,6 +705,18 @@ impl<'de> Visitor<'de> for SourceVisitor {
                 "keys" => put(&mut jwt.keys, map.next_value()?, key)?,
                 "header" => put(&mut api_key.header, map.next_value()?, key)?,
                 "users" => put(&mut basic.users, map.next_value()?, key)?,
+                "client_id" => put(&mut oidc.client_id, map.next_value()?, key)?,
+                "client_secret_env" => put(&mut oidc.client_secret_env, map.next_value()?, key)?,
+                "client_secret_file" => {
+                    put(&mut oidc.client_secret_file, map.next_value()?, key)?;
+                }
+                "client_auth" => put(&mut oidc.client_auth, map.next_value()?, key)?,
+                "scopes" => put(&mut oidc.scopes, map.next_value()?, key)?,
+                "redirect_uri" => put(&mut oidc.redirect_uri, map.next_value()?, key)?,
+                "discovery_url" => put(&mut oidc.discovery_url, map.next_value()?, key)?,
+                "post_logout_redirect_uri" => {
+                    put(&mut oidc.post_logout_redirect_uri, map.next_value()?, key)?;
+                }
                 _ => return Err(de::Error::unknown_field(key, SOURCE_FIELDS)),
             }
         }
@@ -663,6 +737,7 @@ impl<'de> Visitor<'de> for SourceVisitor {
                 ..api_key
             }),
             SourceKind::Basic => RawSource::Basic(basic),
+            SourceKind::Oidc => RawSource::Oidc(Box::new(RawOidcSource { jwt, ..oidc })),
         })
     }
 }

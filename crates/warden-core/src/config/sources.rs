@@ -27,6 +27,7 @@ pub(super) fn check_source(
     name: &str,
     spanned: &Spanned<RawSource>,
     base_dir: &Path,
+    sessions: Option<&Arc<crate::session::SessionSettings>>,
     errors: &mut Collector<'_>,
 ) -> Option<Source> {
     let before = errors.errors.len();
@@ -37,12 +38,14 @@ pub(super) fn check_source(
         RawSource::Jwt(raw) => check_jwt(&name, raw, span, base_dir, errors).map(Source::Jwt),
         RawSource::ApiKey(raw) => check_api_key(&name, raw, span, errors).map(Source::ApiKey),
         RawSource::Basic(raw) => check_basic(&name, raw, span, errors).map(Source::Basic),
+        RawSource::Oidc(raw) => super::oidc::check_oidc(&name, raw, span, base_dir, sessions, errors)
+            .map(Source::Oidc),
         RawSource::Unknown(kind) => {
             errors.at(
                 kind.span(),
                 format!("sources.{name}.type"),
                 format!(
-                    "unknown source type `{}`; expected `jwt`, `api_key` or `basic`",
+                    "unknown source type `{}`; expected `jwt`, `api_key`, `basic` or `oidc`",
                     kind.get_ref()
                 ),
             );

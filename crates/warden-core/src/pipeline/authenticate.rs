@@ -1,9 +1,14 @@
 //! Authenticate: the one credential the request presents, verified by the route's
 //! sources (or the identity an explanation assumes). A password is handed to the driver to
 //! check; a token naming an unknown key asks the driver, once, to refresh the key sets.
+//! A session cookie that opens asks the driver for the session's record, and for a refresh
+//! of its tokens when they are about to expire. A browser navigation without a usable
+//! session, on a route of an `oidc` source, is sent to sign in; API clients keep the 401.
 
 use super::{Ctx, Outcome, Routed, Stop};
-use crate::auth::{self, Verified};
+use crate::auth::{self, Source, Verified};
+use crate::identity::Identity;
+use crate::session::{SessionAnswer, SessionLookup, SessionProblem};
 use crate::decision::{Reason, Stage, TokenProblem};
 use crate::protocol::{Answer, Need};
 use crate::request::RequestView;
@@ -40,6 +45,16 @@ pub(super) fn run(
         Some((Need::Keys, Answer::Keys { changed: false })) => {
             Err(Reason::InvalidToken(TokenProblem::UnknownKey))
         }
+        Some((
+            Need::Session(lookup) | Need::RefreshSession(lookup),
+            Answer::Session(answer),
+        )) => match session_identity(routed, cx, lookup, answer) {
+            Ok(identity) => Ok(Verified::Identity(identity)),
+            Err(SessionStep::Refresh(lookup)) => {
+                return Err(Stop::Need(Need::RefreshSession(lookup)));
+            }
+            Err(SessionStep::Refused(reason)) => Err(reason),
+        },
         Some(_) => return Err(super::limits::misanswered(Some(route))),
     };
     let identity = match verified {
@@ -49,8 +64,29 @@ pub(super) fn run(
         }
         Ok(Verified::Password(check)) => match check.verify().0.flatten() {
             Some(identity) => identity,
-            None => return Err(refuse(routed, cx, Reason::InvalidCredentials)),
+            None => return Err(refuse(routed, request, cx, Reason::InvalidCredentials)),
         },
+        Ok(Verified::Session(lookup)) if cx.driven() => {
+            cx.note(Stage::Authenticate, true, || {
+                format!("session cookie of `{}` opens; looking the session up", lookup.source)
+            });
+            return Err(Stop::Need(Need::Session(lookup)));
+        }
+        Ok(Verified::Session(lookup)) => {
+            // Without a driver there is no state backend to find the session in.
+            cx.note(Stage::Authenticate, false, || {
+                format!(
+                    "session cookie of `{}` opens; its record is in the state backend, which is not read here",
+                    lookup.source
+                )
+            });
+            return Err(Outcome::deny(
+                Stage::Authenticate,
+                Some(route),
+                Reason::StateUnavailable,
+            )
+            .into());
+        }
         Err(Reason::InvalidToken(TokenProblem::UnknownKey))
             if cx.driven()
                 && !cx.keys_refreshed
@@ -61,7 +97,7 @@ pub(super) fn run(
             cx.keys_refreshed = true;
             return Err(Stop::Need(Need::Keys));
         }
-        Err(reason) => return Err(refuse(routed, cx, reason)),
+        Err(reason) => return Err(refuse(routed, request, cx, reason)),
     };
     cx.note(Stage::Authenticate, true, || {
         format!(
@@ -73,7 +109,91 @@ pub(super) fn run(
     Ok(())
 }
 
-fn refuse(routed: &Routed<'_>, cx: &mut Ctx, reason: Reason) -> Stop {
+/// What came of a session's record: the identity, a refresh to ask for, or a refusal.
+enum SessionStep {
+    Refresh(SessionLookup),
+    Refused(Reason),
+}
+
+fn session_identity(
+    routed: &Routed<'_>,
+    cx: &mut Ctx,
+    lookup: SessionLookup,
+    answer: SessionAnswer,
+) -> Result<Identity, SessionStep> {
+    let refused = |p: SessionProblem| SessionStep::Refused(Reason::Session(p));
+    let sealed = match answer {
+        SessionAnswer::Found(sealed) => sealed,
+        SessionAnswer::Missing => return Err(refused(SessionProblem::Ended)),
+        SessionAnswer::RefreshFailed => return Err(refused(SessionProblem::RefreshFailed)),
+        SessionAnswer::Unavailable => return Err(SessionStep::Refused(Reason::StateUnavailable)),
+    };
+    let Some(source) = routed.route.sources.iter().find_map(|s| match s.as_ref() {
+        Source::Oidc(o) if *o.name() == lookup.source => Some(o),
+        _ => None,
+    }) else {
+        return Err(refused(SessionProblem::Tampered));
+    };
+    let record = source
+        .sessions
+        .open_record(&lookup.id, &sealed)
+        .map_err(|_| refused(SessionProblem::Tampered))?;
+    let now = cx.now_secs();
+    let refresh_at = record
+        .expires
+        .saturating_sub(source.sessions.refresh_before.as_secs());
+    if now >= refresh_at && record.refresh_token.is_some() && !cx.session_refreshed {
+        cx.session_refreshed = true;
+        cx.note(Stage::Authenticate, true, || {
+            "the session's tokens are about to expire: refreshing them".to_owned()
+        });
+        return Err(SessionStep::Refresh(lookup));
+    }
+    if now >= record.expires {
+        return Err(refused(SessionProblem::Expired));
+    }
+    Ok(record.identity(source.name()))
+}
+
+fn refuse(routed: &Routed<'_>, request: &RequestView<'_>, cx: &mut Ctx, reason: Reason) -> Stop {
+    let reason = login_instead(routed, request, reason);
     cx.note(Stage::Authenticate, false, || reason.log_detail());
     Outcome::deny(Stage::Authenticate, Some(routed.route), reason).into()
+}
+
+/// A browser navigation (a page load, not a script's request) without a usable session, on
+/// a route that accepts an `oidc` source, is sent to sign in; every other request keeps its
+/// refusal (a redirect would turn a script's 401 into a CORS error).
+fn login_instead(routed: &Routed<'_>, request: &RequestView<'_>, reason: Reason) -> Reason {
+    let problem = match &reason {
+        Reason::NoCredentials => None,
+        Reason::Session(problem) => Some(*problem),
+        _ => return reason,
+    };
+    let Some(source) = routed.route.sources.iter().find_map(|s| match s.as_ref() {
+        Source::Oidc(o) => Some(o.name()),
+        _ => None,
+    }) else {
+        return reason;
+    };
+    if !is_navigation(request) {
+        return reason;
+    }
+    Reason::LoginRequired {
+        source: std::sync::Arc::clone(source),
+        return_to: routed.target.path_and_query(),
+        problem,
+    }
+}
+
+/// A page load: `GET` or `HEAD`, and `Sec-Fetch-Mode: navigate` when the browser sends the
+/// fetch metadata, else an `Accept` that prefers HTML.
+fn is_navigation(request: &RequestView<'_>) -> bool {
+    if !matches!(*request.method, http::Method::GET | http::Method::HEAD) {
+        return false;
+    }
+    match request.headers.get("sec-fetch-mode") {
+        Some(mode) => mode.as_bytes().eq_ignore_ascii_case(b"navigate"),
+        None => request.prefers_html(),
+    }
 }

@@ -115,7 +115,7 @@ pub(super) fn csrf(
     let Some(identity) = &cx.identity else {
         return Ok(());
     };
-    if identity.kind != CredentialKind::Cookie
+    if !matches!(identity.kind, CredentialKind::Cookie | CredentialKind::Session)
         || !route.hygiene.csrf
         || !crate::hygiene::csrf::unsafe_method(request.method)
     {

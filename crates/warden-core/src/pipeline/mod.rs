@@ -169,6 +169,8 @@ pub(crate) struct Ctx {
     pub body: Option<BodyRead>,
     /// Whether the key sets were refreshed for this request already.
     pub keys_refreshed: bool,
+    /// Whether the session's tokens were refreshed for this request already.
+    pub session_refreshed: bool,
     /// How many times the path was looked up in the router (one, once routed).
     pub path_lookups: u32,
     /// The next stage to run.
@@ -198,6 +200,7 @@ impl Ctx {
             identity: None,
             body: None,
             keys_refreshed: false,
+            session_refreshed: false,
             path_lookups: 0,
             phase: Phase::Body,
             asked: None,

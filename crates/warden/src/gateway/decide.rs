@@ -20,6 +20,7 @@ use warden_core::{
 use super::Shared;
 use super::request_body;
 use warden_core::body::Held;
+use warden_core::session::{SessionAnswer, SessionLookup};
 
 /// One request's host: the gateway's shared parts and the request's body.
 pub(crate) struct GatewayHost<'a> {
@@ -27,6 +28,8 @@ pub(crate) struct GatewayHost<'a> {
     engine: &'a Engine,
     body: Held<Incoming>,
     timeout: Duration,
+    /// The session record this request's lookup found, for a refresh to compare against.
+    session_seen: Option<String>,
 }
 
 impl<'a> GatewayHost<'a> {
@@ -36,6 +39,7 @@ impl<'a> GatewayHost<'a> {
             engine,
             body: Held::new(body),
             timeout: engine.config().serve.upstream_timeout,
+            session_seen: None,
         }
     }
 
@@ -87,6 +91,16 @@ impl Host for GatewayHost<'_> {
 
     async fn refresh_keys(&mut self) -> bool {
         self.shared.jwks.refresh_on_unknown_key(self.engine).await
+    }
+
+    async fn lookup_session(&mut self, lookup: &SessionLookup) -> SessionAnswer {
+        let (answer, seen) = super::oidc::lookup(self.shared, lookup).await;
+        self.session_seen = seen;
+        answer
+    }
+
+    async fn refresh_session(&mut self, lookup: &SessionLookup) -> SessionAnswer {
+        super::oidc::refresh(self.shared, self.engine, lookup, self.session_seen.as_deref()).await
     }
 
     /// Counted off the request's path: the refusal is answered at once.

@@ -125,6 +125,7 @@ pub(crate) async fn refresh_loop(shared: Arc<Shared>, mut stop: watch::Receiver<
             _ = stop.changed() => return,
         }
         let engine = shared.engine.load_full();
+        shared.oidc.discover(&engine, true).await;
         let due: Vec<_> = {
             let last = shared.jwks.last_fetch.lock().await;
             engine

@@ -12,6 +12,7 @@ pub(crate) mod forward_auth;
 mod grpc;
 mod jwks;
 mod listen;
+mod oidc;
 mod outcome;
 mod proxy;
 pub mod reload;
@@ -109,6 +110,8 @@ pub(crate) struct Shared {
     pub live: crate::live::Live,
     pub metrics: Arc<Metrics>,
     pub jwks: JwksRefresher,
+    /// Browser sign-in: the provider client and the session store.
+    pub oidc: oidc::Oidc,
     /// Set once the gateway stops: `/readyz` answers not-ready while requests drain.
     pub draining: std::sync::atomic::AtomicBool,
     /// The proxy listener's TLS configuration, when it serves TLS; a reload swaps it.
@@ -184,7 +187,9 @@ impl Gateway {
         };
         let config_path = config.origin.is_file().then(|| config.origin.clone());
         let store = crate::state::Store::new(&config.state);
+        let oidc = oidc::Oidc::new(&config).map_err(StartError::JwksClient)?;
         let engine = Engine::new(config);
+        oidc.discover(&engine, false).await;
         jwks.fetch_all(&engine).await;
         let shared = Arc::new(Shared {
             engine: ArcSwap::from_pointee(engine),
@@ -195,6 +200,7 @@ impl Gateway {
             live,
             metrics,
             jwks,
+            oidc,
             draining: std::sync::atomic::AtomicBool::new(false),
             tls,
             telemetry,

@@ -41,6 +41,9 @@ pub(crate) async fn handle(
 ) -> Result<Response<Body>, Infallible> {
     let at = SystemTime::now();
     let engine = shared.engine.load_full();
+    if engine.config().sessions.is_some() && super::oidc::owns(request.uri().path()) {
+        return Ok(super::oidc::handle(shared, peer, request).await);
+    }
     let (mut parts, body) = request.into_parts();
     let target = parts
         .uri

@@ -97,6 +97,7 @@ pub(crate) async fn reload(shared: &Arc<Shared>) -> Result<ReloadReport, ReloadE
     let store =
         (config.state != old.config().state).then(|| crate::state::Store::new(&config.state));
     let engine = Engine::new(config);
+    shared.oidc.discover(&engine, false).await;
     shared.jwks.fetch_all(&engine).await;
     let routes = engine.config().routes().len();
     shared.upstream.store(Arc::new(upstream));

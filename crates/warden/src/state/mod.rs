@@ -3,6 +3,7 @@
 //! [`warden_core::StateCheck`]s; this module answers them.
 
 mod redis;
+pub mod sessions;
 
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -244,6 +244,24 @@ impl RedisStore {
         Ok(banned == 1)
     }
 
+    /// Run one command (the session store's reads and writes), within the time limit.
+    pub(super) async fn query<T: redis::FromRedisValue>(
+        &self,
+        command: &redis::Cmd,
+    ) -> Result<T, StateUnavailable> {
+        let mut conn = self.connection().await?;
+        match tokio::time::timeout(self.timeout, command.query_async::<T>(&mut conn)).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(StateUnavailable(format!("Redis: {e}"))),
+            Err(_) => Err(StateUnavailable("Redis did not answer in time".to_owned())),
+        }
+    }
+
+    /// The prefix of every key.
+    pub(super) fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     pub(super) async fn revoke(&self, revocation: &Revocation) -> Result<(), StateUnavailable> {
         let mut conn = self.connection().await?;
         let (key, value, ttl) = match revocation {
