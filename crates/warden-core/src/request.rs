@@ -110,10 +110,7 @@ pub struct CookieSentTwice;
 ///
 /// # Errors
 /// When the name is sent twice.
-pub fn cookie<'h>(
-    headers: &'h HeaderMap,
-    name: &str,
-) -> Result<Option<&'h str>, CookieSentTwice> {
+pub fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h str>, CookieSentTwice> {
     let mut found = None;
     for value in headers.get_all(http::header::COOKIE) {
         let Ok(text) = value.to_str() else { continue };

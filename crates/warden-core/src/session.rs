@@ -135,7 +135,12 @@ impl SessionKeys {
     /// # Errors
     /// [`Unsealable`] when it is malformed, tampered with, of another purpose or context,
     /// or sealed by a key that is not configured.
-    pub fn open(&self, purpose: Purpose, context: &[u8], sealed: &str) -> Result<Vec<u8>, Unsealable> {
+    pub fn open(
+        &self,
+        purpose: Purpose,
+        context: &[u8],
+        sealed: &str,
+    ) -> Result<Vec<u8>, Unsealable> {
         if sealed.len() > MAX_SEALED {
             return Err(Unsealable);
         }
@@ -454,9 +459,15 @@ mod tests {
         let old = SessionKeys::new(&[A]).unwrap();
         let rotated = SessionKeys::new(&[B, A]).unwrap();
         let sealed_old = old.seal(Purpose::Cookie, b"", b"hello");
-        assert_eq!(rotated.open(Purpose::Cookie, b"", &sealed_old).unwrap(), b"hello");
+        assert_eq!(
+            rotated.open(Purpose::Cookie, b"", &sealed_old).unwrap(),
+            b"hello"
+        );
         let sealed_new = rotated.seal(Purpose::Cookie, b"", b"world");
-        assert_eq!(rotated.open(Purpose::Cookie, b"", &sealed_new).unwrap(), b"world");
+        assert_eq!(
+            rotated.open(Purpose::Cookie, b"", &sealed_new).unwrap(),
+            b"world"
+        );
         assert_eq!(old.open(Purpose::Cookie, b"", &sealed_new), Err(Unsealable));
     }
 

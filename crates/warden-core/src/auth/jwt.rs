@@ -435,7 +435,10 @@ fn time_claim(
 }
 
 /// A claim at a dotted path (`realm_access.roles`).
-pub(crate) fn claim_path<'a>(claims: &'a serde_json::Map<String, Value>, path: &str) -> Option<&'a Value> {
+pub(crate) fn claim_path<'a>(
+    claims: &'a serde_json::Map<String, Value>,
+    path: &str,
+) -> Option<&'a Value> {
     let mut parts = path.split('.');
     let mut value = claims.get(parts.next()?)?;
     for part in parts {

@@ -395,7 +395,11 @@ mod tests {
     fn at_hash_is_the_left_half_of_the_hash() {
         // OpenID Connect Core, appendix A.3 (RS256).
         assert_eq!(
-            token_hash(Algorithm::RS256, "jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y").unwrap(),
+            token_hash(
+                Algorithm::RS256,
+                "jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y"
+            )
+            .unwrap(),
             "77QmUPtjPfzWtF2AnpK9RQ"
         );
     }

@@ -76,12 +76,13 @@ pub(super) fn sessions(
             n.to_owned()
         }
     };
-    let duration = |value: &Option<Spanned<String>>, field: &str, default: u64, errors: &mut Collector<'_>| {
-        value
-            .as_ref()
-            .and_then(|v| parse_duration(v, field, errors))
-            .unwrap_or(Duration::from_secs(default))
-    };
+    let duration =
+        |value: &Option<Spanned<String>>, field: &str, default: u64, errors: &mut Collector<'_>| {
+            value
+                .as_ref()
+                .and_then(|v| parse_duration(v, field, errors))
+                .unwrap_or(Duration::from_secs(default))
+        };
     let idle_timeout = duration(&raw.idle_timeout, "sessions.idle_timeout", 30 * 60, errors);
     let absolute_timeout = duration(
         &raw.absolute_timeout,
@@ -156,7 +157,11 @@ pub(super) fn check_oidc(
     let required = |value: &Option<Spanned<String>>, f: &str, errors: &mut Collector<'_>| {
         let v = value.as_ref().map(|v| v.get_ref().clone());
         if v.as_deref().is_none_or(str::is_empty) {
-            errors.at(span.clone(), field(f), format!("an oidc source needs `{f}`"));
+            errors.at(
+                span.clone(),
+                field(f),
+                format!("an oidc source needs `{f}`"),
+            );
         }
         v
     };
@@ -179,7 +184,9 @@ pub(super) fn check_oidc(
             errors.at(
                 r.span(),
                 field("redirect_uri"),
-                format!("expected warden's callback, an http(s) URL whose path is `{CALLBACK_PATH}`"),
+                format!(
+                    "expected warden's callback, an http(s) URL whose path is `{CALLBACK_PATH}`"
+                ),
             );
         }
     }
@@ -199,7 +206,11 @@ pub(super) fn check_oidc(
         Ok(s) => match String::from_utf8(s) {
             Ok(s) if !s.is_empty() => s,
             _ => {
-                errors.at(span.clone(), field("client_secret_file"), "the client secret is empty or not UTF-8");
+                errors.at(
+                    span.clone(),
+                    field("client_secret_file"),
+                    "the client secret is empty or not UTF-8",
+                );
                 return None;
             }
         },
@@ -213,7 +224,11 @@ pub(super) fn check_oidc(
             return None;
         }
     };
-    let client_auth = match raw.client_auth.as_ref().map(|c| (c.get_ref().as_str(), c.span())) {
+    let client_auth = match raw
+        .client_auth
+        .as_ref()
+        .map(|c| (c.get_ref().as_str(), c.span()))
+    {
         None | Some(("client_secret_basic", _)) => ClientAuth::SecretBasic,
         Some(("client_secret_post", _)) => ClientAuth::SecretPost,
         Some((other, at)) => {
@@ -226,13 +241,23 @@ pub(super) fn check_oidc(
         }
     };
     let scopes = raw.scopes.as_ref().map_or_else(
-        || vec!["openid".to_owned(), "profile".to_owned(), "email".to_owned()],
+        || {
+            vec![
+                "openid".to_owned(),
+                "profile".to_owned(),
+                "email".to_owned(),
+            ]
+        },
         |s| s.get_ref().clone(),
     );
     if let Some(s) = &raw.scopes
         && !scopes.iter().any(|s| s == "openid")
     {
-        errors.at(s.span(), field("scopes"), "the scopes must include `openid`");
+        errors.at(
+            s.span(),
+            field("scopes"),
+            "the scopes must include `openid`",
+        );
     }
     let mut algorithms = Vec::new();
     match &raw.jwt.algorithms {
@@ -249,12 +274,21 @@ pub(super) fn check_oidc(
                 }
             }
             if algs.get_ref().is_empty() {
-                errors.at(algs.span(), field("algorithms"), "at least one algorithm is needed");
+                errors.at(
+                    algs.span(),
+                    field("algorithms"),
+                    "at least one algorithm is needed",
+                );
             }
         }
     }
     let discovery_url = raw.discovery_url.as_ref().map_or_else(
-        || format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/')),
+        || {
+            format!(
+                "{}/.well-known/openid-configuration",
+                issuer.trim_end_matches('/')
+            )
+        },
         |d| d.get_ref().clone(),
     );
     if let Some(d) = &raw.discovery_url
@@ -265,7 +299,11 @@ pub(super) fn check_oidc(
     if let Some(p) = &raw.post_logout_redirect_uri
         && !http_url(p.get_ref())
     {
-        errors.at(p.span(), field("post_logout_redirect_uri"), "expected an http(s) URL");
+        errors.at(
+            p.span(),
+            field("post_logout_redirect_uri"),
+            "expected an http(s) URL",
+        );
     }
     let leeway = raw
         .jwt
@@ -295,7 +333,11 @@ pub(super) fn check_oidc(
         cookie: None,
         roles_claim: text(&raw.jwt.roles_claim, "roles"),
         scopes_claim: text(&raw.jwt.scopes_claim, "scope"),
-        max_token_bytes: raw.jwt.max_token_bytes.as_ref().map_or(16384, |m| *m.get_ref()),
+        max_token_bytes: raw
+            .jwt
+            .max_token_bytes
+            .as_ref()
+            .map_or(16384, |m| *m.get_ref()),
         attribute_claims: raw
             .jwt
             .attributes

@@ -38,8 +38,9 @@ pub(super) fn check_source(
         RawSource::Jwt(raw) => check_jwt(&name, raw, span, base_dir, errors).map(Source::Jwt),
         RawSource::ApiKey(raw) => check_api_key(&name, raw, span, errors).map(Source::ApiKey),
         RawSource::Basic(raw) => check_basic(&name, raw, span, errors).map(Source::Basic),
-        RawSource::Oidc(raw) => super::oidc::check_oidc(&name, raw, span, base_dir, sessions, errors)
-            .map(Source::Oidc),
+        RawSource::Oidc(raw) => {
+            super::oidc::check_oidc(&name, raw, span, base_dir, sessions, errors).map(Source::Oidc)
+        }
         RawSource::Unknown(kind) => {
             errors.at(
                 kind.span(),

@@ -7,11 +7,11 @@
 
 use super::{Ctx, Outcome, Routed, Stop};
 use crate::auth::{self, Source, Verified};
-use crate::identity::Identity;
-use crate::session::{SessionAnswer, SessionLookup, SessionProblem};
 use crate::decision::{Reason, Stage, TokenProblem};
+use crate::identity::Identity;
 use crate::protocol::{Answer, Need};
 use crate::request::RequestView;
+use crate::session::{SessionAnswer, SessionLookup, SessionProblem};
 
 pub(super) fn run(
     routed: &Routed<'_>,
@@ -45,16 +45,15 @@ pub(super) fn run(
         Some((Need::Keys, Answer::Keys { changed: false })) => {
             Err(Reason::InvalidToken(TokenProblem::UnknownKey))
         }
-        Some((
-            Need::Session(lookup) | Need::RefreshSession(lookup),
-            Answer::Session(answer),
-        )) => match session_identity(routed, cx, lookup, answer) {
-            Ok(identity) => Ok(Verified::Identity(identity)),
-            Err(SessionStep::Refresh(lookup)) => {
-                return Err(Stop::Need(Need::RefreshSession(lookup)));
+        Some((Need::Session(lookup) | Need::RefreshSession(lookup), Answer::Session(answer))) => {
+            match session_identity(routed, cx, lookup, answer) {
+                Ok(identity) => Ok(Verified::Identity(identity)),
+                Err(SessionStep::Refresh(lookup)) => {
+                    return Err(Stop::Need(Need::RefreshSession(lookup)));
+                }
+                Err(SessionStep::Refused(reason)) => Err(reason),
             }
-            Err(SessionStep::Refused(reason)) => Err(reason),
-        },
+        }
         Some(_) => return Err(super::limits::misanswered(Some(route))),
     };
     let identity = match verified {
@@ -68,7 +67,10 @@ pub(super) fn run(
         },
         Ok(Verified::Session(lookup)) if cx.driven() => {
             cx.note(Stage::Authenticate, true, || {
-                format!("session cookie of `{}` opens; looking the session up", lookup.source)
+                format!(
+                    "session cookie of `{}` opens; looking the session up",
+                    lookup.source
+                )
             });
             return Err(Stop::Need(Need::Session(lookup)));
         }
@@ -80,12 +82,9 @@ pub(super) fn run(
                     lookup.source
                 )
             });
-            return Err(Outcome::deny(
-                Stage::Authenticate,
-                Some(route),
-                Reason::StateUnavailable,
-            )
-            .into());
+            return Err(
+                Outcome::deny(Stage::Authenticate, Some(route), Reason::StateUnavailable).into(),
+            );
         }
         Err(Reason::InvalidToken(TokenProblem::UnknownKey))
             if cx.driven()

@@ -115,8 +115,10 @@ pub(super) fn csrf(
     let Some(identity) = &cx.identity else {
         return Ok(());
     };
-    if !matches!(identity.kind, CredentialKind::Cookie | CredentialKind::Session)
-        || !route.hygiene.csrf
+    if !matches!(
+        identity.kind,
+        CredentialKind::Cookie | CredentialKind::Session
+    ) || !route.hygiene.csrf
         || !crate::hygiene::csrf::unsafe_method(request.method)
     {
         return Ok(());

@@ -100,7 +100,13 @@ impl Host for GatewayHost<'_> {
     }
 
     async fn refresh_session(&mut self, lookup: &SessionLookup) -> SessionAnswer {
-        super::oidc::refresh(self.shared, self.engine, lookup, self.session_seen.as_deref()).await
+        super::oidc::refresh(
+            self.shared,
+            self.engine,
+            lookup,
+            self.session_seen.as_deref(),
+        )
+        .await
     }
 
     /// Counted off the request's path: the refusal is answered at once.

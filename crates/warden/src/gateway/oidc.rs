@@ -112,8 +112,12 @@ impl Oidc {
             }
             .await;
             match result {
-                Ok(()) => tracing::info!(source = %source.name(), url, "fetched the OpenID provider configuration"),
-                Err(error) => tracing::error!(source = %source.name(), url, %error, "OpenID discovery failed; sign-in with this source is unavailable"),
+                Ok(()) => {
+                    tracing::info!(source = %source.name(), url, "fetched the OpenID provider configuration")
+                }
+                Err(error) => {
+                    tracing::error!(source = %source.name(), url, %error, "OpenID discovery failed; sign-in with this source is unavailable")
+                }
             }
         }
     }
@@ -156,7 +160,11 @@ impl Oidc {
             }
         }
         let bytes = self
-            .fetch(request.header(header::ACCEPT, "application/json").form(&form))
+            .fetch(
+                request
+                    .header(header::ACCEPT, "application/json")
+                    .form(&form),
+            )
             .await?;
         serde_json::from_slice(&bytes).map_err(|e| format!("not a token response: {e}"))
     }
@@ -295,7 +303,8 @@ fn redirect(location: &str, cookies: &[String]) -> Result<Response<Body>, Reason
         .header(header::CACHE_CONTROL, "no-store")
         .header(
             header::LOCATION,
-            HeaderValue::from_str(location).map_err(|_| failed("the redirect is not a valid URL"))?,
+            HeaderValue::from_str(location)
+                .map_err(|_| failed("the redirect is not a valid URL"))?,
         );
     for cookie in cookies {
         if let Ok(v) = HeaderValue::from_str(cookie) {
@@ -455,7 +464,13 @@ impl Endpoint<'_> {
             indexes.push(sessions::by_sid(source.name(), sid));
         }
         oidc.sessions
-            .create(&id, &sessions.seal_record(&id, &record), sessions.idle_timeout, lifetime, &indexes)
+            .create(
+                &id,
+                &sessions.seal_record(&id, &record),
+                sessions.idle_timeout,
+                lifetime,
+                &indexes,
+            )
             .await
             .map_err(|e| {
                 tracing::warn!(error = %e, "could not store a new session");
@@ -499,7 +514,10 @@ impl Endpoint<'_> {
             return redirect("/", &[clear]);
         };
         let store = &self.shared.oidc.sessions;
-        let record = match store.get(&cookie.id, sessions.idle_timeout, cookie.ends).await {
+        let record = match store
+            .get(&cookie.id, sessions.idle_timeout, cookie.ends)
+            .await
+        {
             Ok(Some(sealed)) => sessions.open_record(&cookie.id, &sealed).ok(),
             Ok(None) => None,
             Err(e) => {
@@ -513,7 +531,9 @@ impl Endpoint<'_> {
         })?;
         tracing::info!(source = %cookie.source, "signed out");
         let source = config.oidc_source(&cookie.source);
-        let end_session = source.and_then(|s| s.discovery()).and_then(|d| d.end_session_endpoint.clone());
+        let end_session = source
+            .and_then(|s| s.discovery())
+            .and_then(|d| d.end_session_endpoint.clone());
         match (source, end_session) {
             (Some(source), Some(endpoint)) => {
                 let mut url = url::Url::parse(&endpoint).map_err(|_| Reason::StateUnavailable)?;
@@ -619,8 +639,16 @@ async fn verify_id_token(
 }
 
 /// The host's answer to `Need::Session`: the stored record, its idle lifetime renewed.
-pub(crate) async fn lookup(shared: &Shared, lookup: &SessionLookup) -> (SessionAnswer, Option<String>) {
-    match shared.oidc.sessions.get(&lookup.id, lookup.idle, lookup.ends).await {
+pub(crate) async fn lookup(
+    shared: &Shared,
+    lookup: &SessionLookup,
+) -> (SessionAnswer, Option<String>) {
+    match shared
+        .oidc
+        .sessions
+        .get(&lookup.id, lookup.idle, lookup.ends)
+        .await
+    {
         Ok(Some(sealed)) => (SessionAnswer::Found(sealed.clone()), Some(sealed)),
         Ok(None) => (SessionAnswer::Missing, None),
         Err(e) => {
@@ -677,7 +705,8 @@ async fn refresh_locked(
     let ended = |why: &str| {
         tracing::info!(source = %source.name(), subject = %record.subject, why, "session refresh failed; the session ends");
     };
-    let (Some(refresh_token), Some(discovery)) = (record.refresh_token.as_deref(), source.discovery())
+    let (Some(refresh_token), Some(discovery)) =
+        (record.refresh_token.as_deref(), source.discovery())
     else {
         ended("no refresh token or provider configuration");
         let _ = store.delete(&lookup.id).await;
@@ -689,7 +718,10 @@ async fn refresh_locked(
         .token(
             source,
             &discovery.token_endpoint,
-            vec![("grant_type", "refresh_token"), ("refresh_token", refresh_token)],
+            vec![
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh_token),
+            ],
         )
         .await
     {
@@ -702,20 +734,37 @@ async fn refresh_locked(
     };
     let refreshed = match tokens.id_token.as_deref() {
         Some(id_token) => {
-            match verify_id_token(shared, engine, source, id_token, None, tokens.access_token.as_deref()).await {
-                Ok(verified) if verified.identity.subject == record.subject => Some(source.record(
-                    &verified,
-                    id_token,
-                    tokens.refresh_token.clone().or_else(|| record.refresh_token.clone()),
-                    tokens.expires_in.map(|e| now + e),
-                )),
+            match verify_id_token(
+                shared,
+                engine,
+                source,
+                id_token,
+                None,
+                tokens.access_token.as_deref(),
+            )
+            .await
+            {
+                Ok(verified) if verified.identity.subject == record.subject => Some(
+                    source.record(
+                        &verified,
+                        id_token,
+                        tokens
+                            .refresh_token
+                            .clone()
+                            .or_else(|| record.refresh_token.clone()),
+                        tokens.expires_in.map(|e| now + e),
+                    ),
+                ),
                 _ => None,
             }
         }
         // No new ID token: the same claims, for as long as the new access token lasts.
         None => tokens.expires_in.map(|e| SessionRecord {
             expires: now + e,
-            refresh_token: tokens.refresh_token.clone().or_else(|| record.refresh_token.clone()),
+            refresh_token: tokens
+                .refresh_token
+                .clone()
+                .or_else(|| record.refresh_token.clone()),
             ..record.clone()
         }),
     };

@@ -122,7 +122,9 @@ impl SessionStore {
                 redis.query::<()>(&set).await?;
                 for key in indexes {
                     let key = format!("{prefix}{key}");
-                    redis.query::<()>(redis::cmd("SADD").arg(&key).arg(id)).await?;
+                    redis
+                        .query::<()>(redis::cmd("SADD").arg(&key).arg(id))
+                        .await?;
                     redis
                         .query::<()>(redis::cmd("PEXPIRE").arg(&key).arg(millis(lifetime)))
                         .await?;

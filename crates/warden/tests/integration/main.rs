@@ -25,6 +25,7 @@ mod http2;
 mod hygiene;
 mod limits;
 mod network;
+mod oidc;
 mod one_pass;
 mod otlp;
 mod probe;

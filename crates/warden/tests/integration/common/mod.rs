@@ -10,6 +10,7 @@
 
 pub mod certs;
 pub mod chromium;
+pub mod oidc_provider;
 pub mod redis_server;
 
 use std::net::SocketAddr;
