@@ -349,12 +349,12 @@ impl Reason {
             | Self::CsrfRejected { detail }
             | Self::CorsRejected { detail }
             | Self::LoginFailed { detail } => (*detail).to_owned(),
-            Self::Session(problem) => problem.as_str().to_owned(),
+            Self::Session(problem) => problem.stage_note().to_owned(),
             Self::LoginRequired {
                 source, problem, ..
             } => match problem {
                 None => format!("no session → redirect to login with `{source}`"),
-                Some(p) => format!("{} → redirect to login with `{source}`", p.as_str()),
+                Some(p) => format!("{} → redirect to login with `{source}`", p.stage_note()),
             },
             Self::BodyTooLarge { limit } => format!("body larger than {limit} bytes"),
             Self::WafBlocked(detection) => detection.describe(),

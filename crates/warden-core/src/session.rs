@@ -435,6 +435,19 @@ impl SessionProblem {
         }
     }
 
+    /// The session stage as `warden explain` and the decision log say it.
+    #[must_use]
+    pub fn stage_note(self) -> &'static str {
+        match self {
+            Self::Tampered => {
+                "session cookie tampered with (or sealed by a key no longer configured)"
+            }
+            Self::Expired => "session expired",
+            Self::Ended => "session ended (logged out, revoked or idle too long)",
+            Self::RefreshFailed => "refresh failed",
+        }
+    }
+
     /// What the client is told.
     #[must_use]
     pub fn description(self) -> &'static str {

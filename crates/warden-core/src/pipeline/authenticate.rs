@@ -196,3 +196,166 @@ fn is_navigation(request: &RequestView<'_>) -> bool {
         None => request.prefers_html(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    use http::{HeaderMap, HeaderValue, Method};
+
+    use crate::protocol::{Answer, Need, Progress};
+    use crate::session::{SessionAnswer, SessionCookie, SessionRecord};
+    use crate::{Config, Engine, Reason, RequestView};
+
+    const NOW: u64 = 1_800_000_000;
+
+    fn engine() -> Engine {
+        let dir = std::env::temp_dir().join(format!("warden-session-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("session.key"),
+            "a-session-key-of-at-least-32-bytes-long",
+        )
+        .unwrap();
+        std::fs::write(dir.join("client.secret"), "client-secret").unwrap();
+        let text = r#"
+[upstreams.app]
+url = "http://127.0.0.1:9"
+[sessions]
+keys = [{ secret_file = "session.key" }]
+refresh_before = "60s"
+[sources.idp]
+type = "oidc"
+issuer = "https://idp.example"
+client_id = "warden"
+client_secret_file = "client.secret"
+redirect_uri = "https://app.example/oauth2/callback"
+[[routes]]
+path = "/app"
+upstream = "app"
+auth = ["idp"]
+"#;
+        let origin: PathBuf = dir.join("warden.toml");
+        Engine::new(Config::parse(text, &origin).unwrap())
+    }
+
+    fn at(secs: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    fn headers(pairs: &[(&'static str, String)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (name, value) in pairs {
+            h.insert(*name, HeaderValue::from_str(value).unwrap());
+        }
+        h
+    }
+
+    fn session(engine: &Engine, ends: u64) -> String {
+        let sessions = engine.config().sessions.as_ref().unwrap();
+        let cookie = SessionCookie {
+            id: "s1".to_owned(),
+            source: "idp".to_owned(),
+            created: NOW - 10,
+            ends,
+        };
+        format!("__Host-warden_session={}", sessions.seal_cookie(&cookie))
+    }
+
+    fn notes(engine: &Engine, h: &HeaderMap) -> (Reason, String) {
+        let view = RequestView::new(&Method::GET, "/app", h, [127, 0, 0, 1].into());
+        let explained = engine.explain(&view, at(NOW), None);
+        let notes: Vec<String> = explained.steps.iter().map(|s| s.note.clone()).collect();
+        (
+            explained.decision.reason().unwrap().clone(),
+            notes.join(" | "),
+        )
+    }
+
+    #[test]
+    fn explain_shows_the_session_stage() {
+        let engine = engine();
+        let page = ("accept", "text/html".to_owned());
+        let (reason, note) = notes(&engine, &headers(&[page.clone()]));
+        assert!(
+            matches!(reason, Reason::LoginRequired { problem: None, .. }),
+            "{reason:?}"
+        );
+        assert!(note.contains("no session → redirect to login"), "{note}");
+        // A script's request keeps its 401.
+        let (reason, _) = notes(&engine, &headers(&[("sec-fetch-mode", "cors".to_owned())]));
+        assert_eq!(reason, Reason::NoCredentials);
+        let expired = session(&engine, NOW - 1);
+        let (reason, note) = notes(&engine, &headers(&[("cookie", expired)]));
+        assert_eq!(
+            reason,
+            Reason::Session(crate::session::SessionProblem::Expired)
+        );
+        assert!(note.contains("session expired"), "{note}");
+    }
+
+    #[test]
+    fn tokens_about_to_expire_ask_for_a_refresh_and_a_failed_one_is_refused() {
+        let engine = engine();
+        let sessions = engine.config().sessions.as_ref().unwrap();
+        let h = headers(&[("cookie", session(&engine, NOW + 3600))]);
+        let view = RequestView::new(&Method::GET, "/app", &h, [127, 0, 0, 1].into());
+        let record = SessionRecord {
+            subject: "alice".to_owned(),
+            roles: vec![],
+            scopes: vec![],
+            attributes: Default::default(),
+            expires: NOW + 30,
+            refresh_token: Some("rt".to_owned()),
+            id_token: None,
+            sid: None,
+        };
+        let Progress::Needs(pending) = engine.begin(&view, at(NOW)) else {
+            panic!("the session is looked up");
+        };
+        assert!(matches!(pending.need(), Need::Session(l) if l.id == "s1"));
+        let found = Answer::Session(SessionAnswer::Found(sessions.seal_record("s1", &record)));
+        let Progress::Needs(pending) = engine.resume(&view, pending, found) else {
+            panic!("a refresh is asked");
+        };
+        assert!(matches!(pending.need(), Need::RefreshSession(_)));
+        let Progress::Decided(decision) = engine.resume(
+            &view,
+            pending,
+            Answer::Session(SessionAnswer::RefreshFailed),
+        ) else {
+            panic!("decided");
+        };
+        assert_eq!(
+            decision.reason(),
+            Some(&Reason::Session(
+                crate::session::SessionProblem::RefreshFailed
+            ))
+        );
+        assert_eq!(decision.reason().unwrap().log_detail(), "refresh failed");
+
+        // A record sealed for another session is refused as tampered.
+        let Progress::Needs(pending) = engine.begin(&view, at(NOW)) else {
+            panic!("looked up");
+        };
+        let other = Answer::Session(SessionAnswer::Found(sessions.seal_record("s2", &record)));
+        let Progress::Decided(decision) = engine.resume(&view, pending, other) else {
+            panic!("decided");
+        };
+        assert_eq!(decision.status(), http::StatusCode::UNAUTHORIZED);
+        // A fresh record is the identity.
+        let fresh = SessionRecord {
+            expires: NOW + 3600,
+            ..record
+        };
+        let Progress::Needs(pending) = engine.begin(&view, at(NOW)) else {
+            panic!("looked up");
+        };
+        let answer = Answer::Session(SessionAnswer::Found(sessions.seal_record("s1", &fresh)));
+        let Progress::Decided(decision) = engine.resume(&view, pending, answer) else {
+            panic!("decided");
+        };
+        assert!(decision.is_allowed(), "{decision:?}");
+    }
+}

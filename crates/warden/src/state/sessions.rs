@@ -36,7 +36,7 @@ pub enum SessionStore {
         index: moka::sync::Cache<String, Arc<Mutex<Vec<String>>>>,
     },
     /// In Redis (a connection of its own, with the state settings' prefix and timeout).
-    Redis(RedisStore),
+    Redis(Box<RedisStore>),
 }
 
 /// The key of a session's record.
@@ -75,7 +75,7 @@ impl SessionStore {
                 records: moka::sync::Cache::new(MEMORY_CAPACITY),
                 index: moka::sync::Cache::new(MEMORY_CAPACITY),
             },
-            Backend::Redis { url } => Self::Redis(RedisStore::new(url, settings)),
+            Backend::Redis { url } => Self::Redis(Box::new(RedisStore::new(url, settings))),
         }
     }
 
