@@ -276,8 +276,7 @@ auth = ["idp"]
     #[test]
     fn explain_shows_the_session_stage() {
         let engine = engine();
-        let page = ("accept", "text/html".to_owned());
-        let (reason, note) = notes(&engine, &headers(&[page.clone()]));
+        let (reason, note) = notes(&engine, &headers(&[("accept", "text/html".to_owned())]));
         assert!(
             matches!(reason, Reason::LoginRequired { problem: None, .. }),
             "{reason:?}"
