@@ -427,7 +427,7 @@ pub(crate) struct RawHttp2 {
     pub max_local_error_reset_streams: Option<u64>,
 }
 
-/// One identity source, by its `type`: `jwt`, `api_key` or `basic`.
+/// One identity source, by its `type`: `jwt`, `api_key`, `basic` or `oidc`.
 ///
 /// Tagged by `type`, but not with `#[serde(tag = "type")]`: serde buffers an internally
 /// tagged enum before it reads the tag, and its buffer keeps no spans, so `Spanned` fields
@@ -812,7 +812,12 @@ mod tests {
 
     #[test]
     fn every_source_field_belongs_to_a_type_and_every_type_field_is_a_source_field() {
-        let kinds = [SourceKind::Jwt, SourceKind::ApiKey, SourceKind::Basic];
+        let kinds = [
+            SourceKind::Jwt,
+            SourceKind::ApiKey,
+            SourceKind::Basic,
+            SourceKind::Oidc,
+        ];
         for field in SOURCE_FIELDS {
             assert!(kinds.iter().any(|k| k.fields().contains(field)), "{field}");
         }

@@ -560,7 +560,7 @@ mod tests {
         assert_eq!(errors.len(), 2, "{errors:#?}");
         assert_eq!(
             errors[0].to_string(),
-            "warden.toml:4:8: sources.idp.type: unknown source type `jtw`; expected `jwt`, `api_key` or `basic`"
+            "warden.toml:4:8: sources.idp.type: unknown source type `jtw`; expected `jwt`, `api_key`, `basic` or `oidc`"
         );
         assert_eq!(errors[1].field, "routes[0].upstream");
         // Inline tables too.
@@ -570,7 +570,8 @@ mod tests {
                 2,
                 16,
                 "sources.idp.type".to_owned(),
-                "unknown source type `basic_auth`; expected `jwt`, `api_key` or `basic`".to_owned()
+                "unknown source type `basic_auth`; expected `jwt`, `api_key`, `basic` or `oidc`"
+                    .to_owned()
             )]
         );
     }
