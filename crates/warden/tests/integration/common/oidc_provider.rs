@@ -122,8 +122,14 @@ impl Provider {
 
     /// Wait (bounded) until it printed a line starting with `prefix`.
     pub async fn wait_for(&self, prefix: &str) {
+        self.wait_count(prefix, 1).await;
+    }
+
+    /// Wait (bounded) until it printed at least `n` lines starting with `prefix` (its output
+    /// is read by a thread, so a line may lag the answer it went with).
+    pub async fn wait_count(&self, prefix: &str, n: usize) {
         for _ in 0..100 {
-            if self.count(prefix) > 0 {
+            if self.count(prefix) >= n {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
