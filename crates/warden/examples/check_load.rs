@@ -7,7 +7,8 @@
 //!     --addr 127.0.0.1:9192 --token "$TOKEN" --path /bench --duration 10 --concurrency 32
 //! ```
 //!
-//! `bench/run` uses it for the gRPC figure in BENCHMARKS.md (`ghz` is not to be had here).
+//! `bench/run` uses it for the gRPC `ext_authz` figure in BENCHMARKS.md, and `bench/traffic`
+//! (with `--call-token`) for gRPC proxied by warden (`ghz` is not to be had here).
 //! Loopback only: the address must be on 127.0.0.0/8 or ::1.
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -47,6 +48,10 @@ struct Args {
     /// HTTP/2 connections the requests are spread over.
     #[arg(long, default_value_t = 4)]
     connections: usize,
+    /// Also present the token as the call's own `authorization` metadata: for warden's proxy
+    /// listener in front of a gRPC upstream, which decides each call itself (`bench/traffic`).
+    #[arg(long)]
+    call_token: bool,
 }
 
 fn question(path: &str, token: &str) -> CheckRequest {
@@ -108,6 +113,14 @@ async fn main() -> ExitCode {
         }
     }
     let request = question(&args.path, &args.token);
+    let call_token =
+        match format!("Bearer {}", args.token).parse::<tonic::metadata::MetadataValue<_>>() {
+            Ok(value) => args.call_token.then_some(value),
+            Err(e) => {
+                eprintln!("check_load: the token is not a metadata value: {e}");
+                return ExitCode::from(2);
+            }
+        };
     let stop = Arc::new(AtomicBool::new(false));
     let (ok, refused, failed) = (
         Arc::new(AtomicU64::new(0)),
@@ -122,6 +135,7 @@ async fn main() -> ExitCode {
         };
         let mut client = client.clone();
         let request = request.clone();
+        let call_token = call_token.clone();
         let (stop, ok, refused, failed) = (
             Arc::clone(&stop),
             Arc::clone(&ok),
@@ -130,7 +144,11 @@ async fn main() -> ExitCode {
         );
         tasks.push(tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
-                match client.check(request.clone()).await {
+                let mut call = tonic::Request::new(request.clone());
+                if let Some(token) = &call_token {
+                    call.metadata_mut().insert("authorization", token.clone());
+                }
+                match client.check(call).await {
                     Ok(answer)
                         if answer
                             .get_ref()

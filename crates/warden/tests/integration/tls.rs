@@ -50,11 +50,20 @@ async fn start(path: &Path) -> Gateway {
         config,
         Listeners {
             proxy: Some(loopback),
+            admin: Some(loopback),
             ..Listeners::default()
         },
     )
     .await
     .unwrap()
+}
+
+/// The value of one unlabelled counter on the admin listener's `/metrics`.
+async fn counter(gw: &Gateway, name: &str) -> u64 {
+    let text = crate::common::admin_get(gw, "/metrics").await;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
 }
 
 /// A test CA with the gateway's two certificates written into `dir`.
@@ -220,6 +229,23 @@ async fn old_tls_versions_are_refused_with_an_alert() {
     assert!(tls12.contains("alert protocol version"), "{tls12}");
     let tls13 = s_client(gw.proxy_addr, &["-tls1_3", "-servername", "localhost"]).await;
     assert!(tls13.contains("TLSv1.3"), "{tls13}");
+    // No common cipher: TLS 1.2 with a suite rustls does not offer.
+    let cipher = s_client(
+        gw.proxy_addr,
+        &[
+            "-tls1_2",
+            "-cipher",
+            "AES128-SHA",
+            "-servername",
+            "localhost",
+        ],
+    )
+    .await;
+    assert!(cipher.contains("alert"), "{cipher}");
+    assert!(
+        counter(&gw, "warden_tls_handshake_failures_total").await >= 2,
+        "every failed handshake is counted"
+    );
     gw.shutdown().await;
 }
 
@@ -503,6 +529,11 @@ async fn https_upstreams_are_verified_against_their_ca() {
         assert_eq!(resp.headers()["content-type"], "application/problem+json");
         let body: Value = resp.json().await.unwrap();
         assert_eq!(body["code"], "upstream_unavailable", "{settings}");
+        let metrics = crate::common::admin_get(&gw, "/metrics").await;
+        assert!(
+            metrics.contains("warden_upstream_errors_total{kind=\"tls\"} 1"),
+            "a certificate failure is counted as such: {settings}"
+        );
         gw.shutdown().await;
     }
     assert_eq!(

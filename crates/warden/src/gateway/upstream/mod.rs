@@ -211,19 +211,20 @@ fn copy_head(request: &Request<CappedBody>) -> Request<CappedBody> {
 /// A failed connection: a TLS failure (certificate, name, handshake) told apart from a
 /// refused or unreachable host, for the log and the metrics.
 fn connect_kind(error: &hyper_util::client::legacy::Error) -> &'static str {
-    let mut source = std::error::Error::source(error);
-    while let Some(e) = source {
+    // The connector's errors come as `io::Error`s, one inside another, with rustls's at the
+    // bottom: follow each one's inner error as well as its source.
+    let mut next: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(error);
+    while let Some(e) = next {
         if e.is::<rustls::Error>() {
             return "tls";
         }
-        if let Some(io) = e.downcast_ref::<std::io::Error>()
-            && io
-                .get_ref()
-                .is_some_and(|inner| inner.is::<rustls::Error>())
+        next = match e
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
         {
-            return "tls";
-        }
-        source = e.source();
+            Some(inner) => Some(inner),
+            None => e.source(),
+        };
     }
     "connect"
 }
