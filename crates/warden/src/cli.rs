@@ -381,6 +381,12 @@ async fn wait_for_shutdown(gateway: &Gateway, signals: Signals) {
 fn check(path: &std::path::Path) -> ExitCode {
     match Config::load(path) {
         Ok(config) => {
+            // What takes a crypto provider to tell: keys that do not go with their
+            // certificates, CA bundles rustls cannot use.
+            if let Err(e) = crate::gateway::check_tls(&config) {
+                eprintln!("{}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
             println!(
                 "{}: ok ({} routes, {} upstreams)",
                 path.display(),

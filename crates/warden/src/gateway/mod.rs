@@ -82,6 +82,19 @@ pub enum StartError {
     Upstream(#[from] upstream::UpstreamError),
 }
 
+/// Build what `config`'s TLS settings make (the listener's server configuration, each
+/// upstream's client) without serving: the checks a configuration file cannot show alone.
+///
+/// # Errors
+/// When a key does not go with its certificate or a CA bundle cannot be used.
+pub fn check_tls(config: &Config) -> Result<(), StartError> {
+    if let Some(settings) = &config.serve.tls {
+        tls::server_config(settings, &config.serve.http2)?;
+    }
+    upstream::UpstreamClient::new(config)?;
+    Ok(())
+}
+
 /// Where a gateway listens, overriding the configuration.
 #[derive(Debug, Clone, Default)]
 pub struct Listeners {

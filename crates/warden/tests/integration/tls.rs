@@ -324,6 +324,14 @@ async fn bad_certificates_are_load_errors_naming_the_file() {
         "http://127.0.0.1:9",
         "[gateway.tls]\ncertificates = [{ cert = \"a.pem\", key = \"a.key\" }]\n",
     );
+    let check = std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!check.status.success(), "`warden check` finds it too");
+    let said = String::from_utf8_lossy(&check.stderr);
+    assert!(said.contains("a.key") && said.contains("a.pem"), "{said}");
     let config = Config::load(&path).unwrap();
     let error = Gateway::start(
         config,
