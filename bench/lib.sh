@@ -50,9 +50,10 @@ USED_PORTS=" "
 pick_port() {
     local port
     for _ in $(seq 1 200); do
-        port=$((20000 + RANDOM % 40000))
+        # Below the kernel's ephemeral range (32768 and up), where outgoing connections take theirs.
+        port=$((20000 + RANDOM % 12000))
         [[ $USED_PORTS == *" $port "* ]] && continue
-        if ! ss -Htln "sport = :$port" | grep -q .; then
+        if ! ss -Htan "sport = :$port" | grep -q .; then
             USED_PORTS+="$port "
             echo "$port"
             return 0
