@@ -412,8 +412,6 @@ pub(crate) struct RawTls {
     pub certificates: Vec<RawListenerCertificate>,
     /// `1.2` (default) or `1.3`.
     pub min_version: Option<Spanned<String>>,
-    /// CA certificates client certificates are verified against (mTLS).
-    pub client_ca: Option<Spanned<String>>,
 }
 
 /// `[gateway.http2]`.

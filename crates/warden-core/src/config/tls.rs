@@ -67,9 +67,6 @@ pub struct ListenerTls {
     pub certificates: Vec<ListenerCertificate>,
     /// The lowest version accepted (TLS 1.2 by default; nothing older is ever offered).
     pub min_version: TlsVersion,
-    /// CA certificates that client certificates are verified against (from the `mtls`
-    /// identity sources); empty when no source asks for client certificates.
-    pub client_roots: Vec<CertificateDer<'static>>,
 }
 
 /// `[gateway.http2]`: HTTP/2 to clients and its limits (rapid reset, CONTINUATION floods,
@@ -229,14 +226,9 @@ pub(crate) fn listener_tls(
             TlsVersion::V1_2
         }
     };
-    let client_roots = match &tls.client_ca {
-        Some(ca) => read_certificates(base_dir, ca, "gateway.tls.client_ca", errors)?,
-        None => Vec::new(),
-    };
     Some(ListenerTls {
         certificates,
         min_version,
-        client_roots,
     })
 }
 

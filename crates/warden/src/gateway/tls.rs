@@ -8,10 +8,10 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use rustls::ServerConfig;
 use rustls::crypto::CryptoProvider;
-use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use rustls::{RootCertStore, ServerConfig};
 use warden_core::config::{Http2Settings, KeyPair, ListenerTls, TlsVersion};
 
 /// Why a TLS configuration could not be built; each names the file at fault.
@@ -27,9 +27,6 @@ pub enum TlsError {
         /// What rustls said.
         reason: String,
     },
-    /// The client CA bundle could not be used.
-    #[error("the client CA certificates cannot be used: {0}")]
-    ClientRoots(String),
     /// rustls refused the versions or the provider.
     #[error("cannot build the TLS configuration: {0}")]
     Config(String),
@@ -124,23 +121,7 @@ pub fn server_config(
     let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_protocol_versions(versions)
         .map_err(|e| TlsError::Config(e.to_string()))?;
-    let builder = if tls.client_roots.is_empty() {
-        builder.with_no_client_auth()
-    } else {
-        let mut roots = RootCertStore::empty();
-        for cert in &tls.client_roots {
-            roots
-                .add(cert.clone())
-                .map_err(|e| TlsError::ClientRoots(e.to_string()))?;
-        }
-        // A client without a certificate is still served: the routes decide whether they
-        // need one (an `mtls` source), and answer 401 like for any missing credential.
-        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-            .allow_unauthenticated()
-            .build()
-            .map_err(|e| TlsError::ClientRoots(e.to_string()))?;
-        builder.with_client_cert_verifier(verifier)
-    };
+    let builder = builder.with_no_client_auth();
     let mut config = builder.with_cert_resolver(Arc::new(ByServerName {
         exact,
         wildcard,
