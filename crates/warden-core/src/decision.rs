@@ -7,7 +7,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderName, HeaderValue, Method, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 
 use crate::identity::Identity;
 
@@ -478,8 +478,61 @@ impl fmt::Display for DecisionId {
 pub struct ForwardHeaders {
     /// Headers removed from the client's request (identity headers it must not set).
     pub remove: Arc<[HeaderName]>,
+    /// Cookies removed from the client's request: warden's own session and sign-in cookies,
+    /// which hold a session's credential and are no business of the upstream's.
+    pub remove_cookies: Arc<[Arc<str>]>,
     /// Headers warden sets, after removal, from the verified identity.
     pub add: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl ForwardHeaders {
+    /// Apply the changes to the request's headers: the identity headers the client sent
+    /// out, warden's own cookies out, warden's identity headers in.
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        for name in self.remove.iter() {
+            headers.remove(name);
+        }
+        self.strip_cookies(headers);
+        for (name, value) in &self.add {
+            headers.insert(name.clone(), value.clone());
+        }
+    }
+
+    /// Every `Cookie` field rewritten without warden's own cookies; the fields (HTTP/2 may
+    /// send one per cookie) become one, and none when nothing is left. A field that is not
+    /// text cannot be split with certainty, so it is dropped whole. A request that carries
+    /// none of warden's cookies is not touched.
+    fn strip_cookies(&self, headers: &mut HeaderMap) {
+        if self.remove_cookies.is_empty() {
+            return;
+        }
+        let own = |pair: &str| {
+            pair.split_once('=')
+                .is_some_and(|(n, _)| self.remove_cookies.iter().any(|c| **c == *n.trim()))
+        };
+        let touched = headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .any(|v| v.to_str().map_or(true, |t| t.split(';').any(own)));
+        if !touched {
+            return;
+        }
+        let kept: Vec<&str> = headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|t| t.split(';'))
+            .map(str::trim)
+            .filter(|p| !p.is_empty() && !own(p))
+            .collect();
+        let joined = kept.join("; ");
+        headers.remove(http::header::COOKIE);
+        if !joined.is_empty()
+            && let Ok(v) = HeaderValue::from_str(&joined)
+        {
+            headers.insert(http::header::COOKIE, v);
+        }
+    }
 }
 
 /// An allowed request: where it goes and what warden adds.
@@ -599,7 +652,54 @@ impl Decision {
 
 #[cfg(test)]
 mod tests {
-    use super::DecisionId;
+    use std::sync::Arc;
+
+    use http::{HeaderMap, HeaderValue, header};
+
+    use super::{DecisionId, ForwardHeaders};
+
+    fn stripping(cookies: &[&'static [u8]]) -> Vec<String> {
+        let forward = ForwardHeaders {
+            remove_cookies: Arc::from([
+                Arc::from("__Host-warden"),
+                Arc::from("__Host-warden_login"),
+            ]),
+            ..ForwardHeaders::default()
+        };
+        let mut headers = HeaderMap::new();
+        for c in cookies {
+            headers.append(header::COOKIE, HeaderValue::from_bytes(c).unwrap());
+        }
+        forward.apply(&mut headers);
+        headers
+            .get_all(header::COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn warden_cookies_never_reach_the_upstream() {
+        assert_eq!(
+            stripping(&[b"a=1; __Host-warden=sealed; b=2"]),
+            ["a=1; b=2"]
+        );
+        // HTTP/2 sends a field per cookie; spaces around the name change nothing.
+        assert_eq!(
+            stripping(&[b"a=1", b" __Host-warden_login =x", b"b=2"]),
+            ["a=1; b=2"]
+        );
+        assert!(stripping(&[b"__Host-warden=sealed"]).is_empty());
+        // A field that is not text cannot be split with certainty: it goes whole.
+        assert_eq!(stripping(&[b"a=1", b"__Host-warden=\xff\xfe"]), ["a=1"]);
+        // Similar names and values that merely contain the name stay.
+        assert_eq!(
+            stripping(&[b"__Host-wardenx=1; c=__Host-warden=2"]),
+            ["__Host-wardenx=1; c=__Host-warden=2"]
+        );
+        // Without warden's cookies the fields are left exactly as sent.
+        assert_eq!(stripping(&[b"a=1", b"b=2"]), ["a=1", "b=2"]);
+    }
 
     #[test]
     fn decision_ids_are_unique_across_threads_and_ordered_within_one() {

@@ -221,6 +221,8 @@ pub struct SessionSettings {
     pub cookie: Arc<str>,
     /// The login state cookie's name as sent.
     pub login_cookie: Arc<str>,
+    /// Both names: warden's own cookies, taken out of every request before the upstream.
+    pub own_cookies: Arc<[Arc<str>]>,
     /// Whether cookies are `Secure` (off only for plain-HTTP loopback tests).
     pub secure: bool,
     /// A session unused for this long ends.

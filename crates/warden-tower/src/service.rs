@@ -173,13 +173,7 @@ fn authorized<B>(
     parts.path_and_query = Some(path_and_query);
     *request.uri_mut() = Uri::from_parts(parts)?;
 
-    let headers = request.headers_mut();
-    for name in allow.headers.remove.iter() {
-        headers.remove(name);
-    }
-    for (name, value) in &allow.headers.add {
-        headers.insert(name.clone(), value.clone());
-    }
+    allow.headers.apply(request.headers_mut());
 
     let extensions = request.extensions_mut();
     // Whatever an outer layer put there, the handler sees only what warden verified.

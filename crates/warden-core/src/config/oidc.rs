@@ -103,10 +103,13 @@ pub(super) fn sessions(
         );
     }
     let keys = SessionKeys::new(&secrets)?;
+    let cookie: Arc<str> = Arc::from(prefixed(name));
+    let login_cookie: Arc<str> = Arc::from(prefixed(&format!("{name}_login")));
     Some(Arc::new(SessionSettings {
         keys,
-        cookie: Arc::from(prefixed(name)),
-        login_cookie: Arc::from(prefixed(&format!("{name}_login"))),
+        own_cookies: Arc::from([Arc::clone(&cookie), Arc::clone(&login_cookie)]),
+        cookie,
+        login_cookie,
         secure,
         idle_timeout,
         absolute_timeout,

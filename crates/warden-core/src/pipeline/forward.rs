@@ -89,6 +89,11 @@ fn forward_headers(
     }
     ForwardHeaders {
         remove: names.all(),
+        remove_cookies: config
+            .sessions
+            .as_ref()
+            .map(|s| Arc::clone(&s.own_cookies))
+            .unwrap_or_default(),
         add,
     }
 }

@@ -340,6 +340,21 @@ async fn a_browser_signs_in_and_api_clients_keep_their_401() {
     // With the session, a script's request goes through too; bob lacks the role.
     let with = format!("warden_session={session}");
     assert_eq!(xhr(base, Some(&with)).await.status(), StatusCode::OK);
+    // The sealed session is warden's: the upstream sees the application's cookies only.
+    let app_cookie = format!("theme=dark; {with}; lang=en");
+    assert_eq!(xhr(base, Some(&app_cookie)).await.status(), StatusCode::OK);
+    let cookies: Vec<_> = upstream
+        .last()
+        .headers
+        .get_all("cookie")
+        .iter()
+        .cloned()
+        .collect();
+    assert_eq!(
+        cookies,
+        ["theme=dark; lang=en"],
+        "the session cookie is not forwarded"
+    );
     let bob_jar = Arc::new(Jar::default());
     let bob = login(&browser(&bob_jar, false), base, "bob", &provider).await;
     assert_eq!(bob.status(), StatusCode::FORBIDDEN);

@@ -271,12 +271,10 @@ pub(crate) fn prepare_request_headers(
 ) {
     let original_host = headers.get(header::HOST).cloned();
     strip_hop_by_hop(headers);
-    for name in forward.remove.iter().chain(CLIENT_ADDRESS_HEADERS.iter()) {
+    for name in &CLIENT_ADDRESS_HEADERS {
         headers.remove(name);
     }
-    for (name, value) in &forward.add {
-        headers.insert(name.clone(), value.clone());
-    }
+    forward.apply(headers);
     // The address's text becomes the header's bytes without a copy.
     if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(client.to_string())) {
         headers.insert(HeaderName::from_static("x-forwarded-for"), v);
@@ -306,6 +304,7 @@ mod tests {
         headers.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
         let forward = ForwardHeaders {
             remove: vec![HeaderName::from_static("x-warden-subject")].into(),
+            remove_cookies: Default::default(),
             add: vec![(
                 HeaderName::from_static("x-warden-subject"),
                 HeaderValue::from_static("alice"),
