@@ -507,8 +507,8 @@ impl ForwardHeaders {
             return;
         }
         let own = |pair: &str| {
-            pair.split_once('=')
-                .is_some_and(|(n, _)| self.remove_cookies.iter().any(|c| **c == *n.trim()))
+            crate::request::cookie_pair(pair)
+                .is_some_and(|(n, _)| self.remove_cookies.iter().any(|c| **c == *n))
         };
         let touched = headers
             .get_all(http::header::COOKIE)

@@ -100,6 +100,13 @@ pub(crate) fn single_header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'
     values.next().is_none().then_some(first)
 }
 
+/// One `name=value` pair of a `Cookie` field, both trimmed; `None` without a `=`. The one
+/// rule for a cookie's name: what reads warden's cookies and what strips them before the
+/// upstream must never disagree about one.
+pub(crate) fn cookie_pair(pair: &str) -> Option<(&str, &str)> {
+    pair.split_once('=').map(|(n, v)| (n.trim(), v.trim()))
+}
+
 /// A cookie name sent more than once (cookie tossing: a sibling site planting a second
 /// cookie of the same name).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,13 +122,13 @@ pub fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h str>,
     for value in headers.get_all(http::header::COOKIE) {
         let Ok(text) = value.to_str() else { continue };
         for pair in text.split(';') {
-            if let Some((n, v)) = pair.trim().split_once('=')
-                && n.trim() == name
+            if let Some((n, v)) = cookie_pair(pair)
+                && n == name
             {
                 if found.is_some() {
                     return Err(CookieSentTwice);
                 }
-                found = Some(v.trim());
+                found = Some(v);
             }
         }
     }
