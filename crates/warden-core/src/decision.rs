@@ -498,13 +498,32 @@ impl ForwardHeaders {
         }
     }
 
-    /// Every `Cookie` field rewritten without warden's own cookies; the fields (HTTP/2 may
-    /// send one per cookie) become one, and none when nothing is left. A field that is not
-    /// text cannot be split with certainty, so it is dropped whole. A request that carries
-    /// none of warden's cookies is not touched.
+    /// Every `Cookie` field rewritten without warden's own cookies (see
+    /// [`ForwardHeaders::cookie_change`]).
     fn strip_cookies(&self, headers: &mut HeaderMap) {
+        match self.cookie_change(headers) {
+            CookieChange::Keep => {}
+            CookieChange::Remove => {
+                headers.remove(http::header::COOKIE);
+            }
+            CookieChange::Replace(value) => {
+                headers.insert(http::header::COOKIE, value);
+            }
+        }
+    }
+
+    /// What becomes of the request's `Cookie` fields on the way to the upstream: the
+    /// fields (HTTP/2 may send one per cookie) become one without warden's own cookies, and
+    /// none when nothing is left. A field that is not text cannot be split with certainty,
+    /// so it is dropped whole. A request that carries none of warden's cookies keeps its
+    /// fields as they are, and costs no allocation.
+    ///
+    /// Front ends that do not forward the request themselves (forward-auth, `ext_authz`)
+    /// tell the other proxy what to send instead.
+    #[must_use]
+    pub fn cookie_change(&self, headers: &HeaderMap) -> CookieChange {
         if self.remove_cookies.is_empty() {
-            return;
+            return CookieChange::Keep;
         }
         let own = |pair: &str| {
             crate::request::cookie_pair(pair)
@@ -515,7 +534,7 @@ impl ForwardHeaders {
             .iter()
             .any(|v| v.to_str().map_or(true, |t| t.split(';').any(own)));
         if !touched {
-            return;
+            return CookieChange::Keep;
         }
         let kept: Vec<&str> = headers
             .get_all(http::header::COOKIE)
@@ -525,14 +544,22 @@ impl ForwardHeaders {
             .map(str::trim)
             .filter(|p| !p.is_empty() && !own(p))
             .collect();
-        let joined = kept.join("; ");
-        headers.remove(http::header::COOKIE);
-        if !joined.is_empty()
-            && let Ok(v) = HeaderValue::from_str(&joined)
-        {
-            headers.insert(http::header::COOKIE, v);
+        match HeaderValue::from_str(&kept.join("; ")) {
+            Ok(v) if !v.is_empty() => CookieChange::Replace(v),
+            _ => CookieChange::Remove,
         }
     }
+}
+
+/// What becomes of a request's `Cookie` fields on the way to the upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CookieChange {
+    /// They go as the client sent them.
+    Keep,
+    /// They become this one field.
+    Replace(HeaderValue),
+    /// None goes: the request carried only warden's cookies (or fields that are not text).
+    Remove,
 }
 
 /// An allowed request: where it goes and what warden adds.

@@ -34,6 +34,44 @@ pub enum ClientAuth {
     SecretBasic,
     /// The id and secret in the form body.
     SecretPost,
+    /// A JWT signed with the client's private key (RFC 7523 §2.2, OpenID Connect Core §9):
+    /// no shared secret, and the provider holds only the public key.
+    PrivateKeyJwt,
+}
+
+/// The `aud` of a client assertion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AssertionAudience {
+    /// The provider's issuer identifier: what current guidance asks for, since a token
+    /// endpoint URL taken from a document can be made to point at another server.
+    Issuer,
+    /// The token endpoint's URL (OpenID Connect Core §9 as first written; some providers
+    /// accept only this).
+    TokenEndpoint,
+}
+
+/// The private key of `private_key_jwt`: checked at load by signing once.
+pub(crate) struct ClientKey {
+    pub(crate) key: jsonwebtoken::EncodingKey,
+    pub(crate) kid: Option<String>,
+    pub(crate) algorithm: Algorithm,
+    pub(crate) audience: AssertionAudience,
+}
+
+/// How long a client assertion is good for: one token request.
+pub const ASSERTION_LIFETIME: u64 = 60;
+
+/// Why no client assertion could be made.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AssertionError {
+    /// The source does not authenticate with `private_key_jwt`.
+    #[error("the source has no client key")]
+    NoKey,
+    /// Signing failed (the key was checked at load, so this is not expected).
+    #[error("cannot sign the client assertion: {0}")]
+    Signing(#[from] jsonwebtoken::errors::Error),
 }
 
 /// The provider's endpoints, from its discovery document.
@@ -87,6 +125,7 @@ pub struct OidcSource {
     pub(crate) client_id: String,
     pub(crate) client_secret: String,
     pub(crate) client_auth: ClientAuth,
+    pub(crate) client_key: Option<Box<ClientKey>>,
     pub(crate) scopes: Vec<String>,
     pub(crate) redirect_uri: String,
     pub(crate) discovery_url: String,
@@ -97,7 +136,7 @@ pub struct OidcSource {
 
 impl std::fmt::Debug for OidcSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never the client secret.
+        // Never the client secret, nor the client key.
         f.debug_struct("OidcSource")
             .field("name", &self.jwt.name)
             .field("issuer", &self.issuer)
@@ -156,6 +195,35 @@ impl OidcSource {
     #[must_use]
     pub fn client_auth(&self) -> ClientAuth {
         self.client_auth
+    }
+
+    /// A client assertion for a request to `token_endpoint` at `now` (RFC 7523 §3):
+    /// `iss` and `sub` the client id, `aud` the issuer (or the endpoint, as configured), a
+    /// fresh `jti`, valid for [`ASSERTION_LIFETIME`] seconds.
+    ///
+    /// # Errors
+    /// When the source has no client key, or signing fails.
+    pub fn client_assertion(
+        &self,
+        token_endpoint: &str,
+        now: u64,
+    ) -> Result<String, AssertionError> {
+        let key = self.client_key.as_ref().ok_or(AssertionError::NoKey)?;
+        let audience = match key.audience {
+            AssertionAudience::Issuer => self.issuer.as_str(),
+            AssertionAudience::TokenEndpoint => token_endpoint,
+        };
+        let mut header = jsonwebtoken::Header::new(key.algorithm);
+        header.kid.clone_from(&key.kid);
+        let claims = serde_json::json!({
+            "iss": self.client_id,
+            "sub": self.client_id,
+            "aud": audience,
+            "jti": uuid::Uuid::new_v4().to_string(),
+            "iat": now,
+            "exp": now + ASSERTION_LIFETIME,
+        });
+        Ok(jsonwebtoken::encode(&header, &claims, &key.key)?)
     }
 
     /// The scopes asked for (`openid` among them).

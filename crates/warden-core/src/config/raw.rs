@@ -485,6 +485,20 @@ pub(crate) struct RawOidcSource {
     pub redirect_uri: Option<Spanned<String>>,
     pub discovery_url: Option<Spanned<String>>,
     pub post_logout_redirect_uri: Option<Spanned<String>>,
+    /// The private key of `client_auth = "private_key_jwt"`.
+    pub client_key: Option<Spanned<RawClientKey>>,
+}
+
+/// `client_key = { pem_file, kid, algorithm, audience }`: the key warden signs its client
+/// assertions with (RFC 7523), its `kid`, its algorithm, and the assertion's audience.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawClientKey {
+    pub pem_file: String,
+    pub kid: Option<String>,
+    pub algorithm: Option<String>,
+    /// `issuer` (the default) or `token_endpoint`.
+    pub audience: Option<String>,
 }
 
 /// `type = "api_key"`: a key in a header, looked up by its SHA-256.
@@ -529,6 +543,7 @@ const SOURCE_FIELDS: &[&str] = &[
     "redirect_uri",
     "discovery_url",
     "post_logout_redirect_uri",
+    "client_key",
 ];
 
 /// A source's `type`, once it is one warden knows.
@@ -594,6 +609,7 @@ impl SourceKind {
                 "redirect_uri",
                 "discovery_url",
                 "post_logout_redirect_uri",
+                "client_key",
                 "algorithms",
                 "leeway",
                 "roles_claim",
@@ -715,6 +731,7 @@ impl<'de> Visitor<'de> for SourceVisitor {
                 "post_logout_redirect_uri" => {
                     put(&mut oidc.post_logout_redirect_uri, map.next_value()?, key)?;
                 }
+                "client_key" => put(&mut oidc.client_key, map.next_value()?, key)?,
                 _ => return Err(de::Error::unknown_field(key, SOURCE_FIELDS)),
             }
         }

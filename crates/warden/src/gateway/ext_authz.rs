@@ -23,6 +23,8 @@
 //!
 //! **The answer.** An allow is `OK` with an `OkHttpResponse`: the identity headers to set
 //! (`OVERWRITE_IF_EXISTS_OR_ADD`), the identity headers a client may have forged to remove,
+//! the `cookie` field without warden's own session and sign-in cookies (overwritten, or
+//! removed when nothing else is left; untouched when the request carries none of them),
 //! and the `RateLimit` (and CORS) headers for the response. Envoy removes *after* it sets,
 //! so a header warden sets is not also listed for removal: setting it already replaces any
 //! value the client sent. A refusal is a `DeniedHttpResponse` with warden's exact status,
@@ -65,7 +67,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::Code;
-use warden_core::decision::Allow;
+use warden_core::decision::{Allow, CookieChange};
 use warden_core::request::BodyView;
 use warden_core::response::{self, Branding, Rendered};
 use warden_core::{Decision, RequestView};
@@ -148,14 +150,14 @@ async fn check(shared: &Arc<Shared>, peer: IpAddr, request: &CheckRequest) -> Ch
     } else {
         Err(Unasked::Untrusted)
     };
-    let (decision, method, target, html) = match question {
+    let (decision, method, target, headers, html) = match question {
         Ok(q) => {
             let view =
                 RequestView::new(&q.method, q.target, &q.headers, q.client).with_body(q.body);
             let html = view.prefers_html();
             let mut host = GatewayHost::new(shared, &engine, None);
             let decision = warden_core::drive(&engine, &view, at, &mut host).await;
-            (decision, q.method, q.target, html)
+            (decision, q.method, q.target, q.headers, html)
         }
         Err(unasked) => {
             let headers = HeaderMap::new();
@@ -164,13 +166,14 @@ async fn check(shared: &Arc<Shared>, peer: IpAddr, request: &CheckRequest) -> Ch
                 unasked.refuse(&engine, &view, at),
                 Method::POST,
                 CHECK_PATH,
+                headers,
                 false,
             )
         }
     };
     let (answer, status) = match response::render(&decision, Branding::from(engine.config()), html)
     {
-        Rendered::Forward(allow) => (allowed(allow, &decision), StatusCode::OK),
+        Rendered::Forward(allow) => (allowed(allow, &decision, &headers), StatusCode::OK),
         Rendered::Respond(mut refusal) => {
             response::add_decision_headers(
                 refusal.headers_mut(),
@@ -284,9 +287,10 @@ fn headers(http: &HttpRequest) -> Result<HeaderMap, Unasked> {
     Ok(headers)
 }
 
-/// `OK`: the identity headers set, the forgeable ones removed, the decision's response
-/// headers added.
-fn allowed(allow: &Allow, decision: &Decision) -> CheckResponse {
+/// `OK`: the identity headers set, the forgeable ones removed, warden's own cookies taken
+/// out of `cookie` (Envoy forwards the original request: the rewritten field overwrites
+/// it), the decision's response headers added.
+fn allowed(allow: &Allow, decision: &Decision, request: &HeaderMap) -> CheckResponse {
     let set = &allow.headers.add;
     let overwrite = HeaderAppendAction::OverwriteIfExistsOrAdd;
     let response_headers = response::decision_headers(decision)
@@ -301,15 +305,25 @@ fn allowed(allow: &Allow, decision: &Decision) -> CheckResponse {
             option(name, value, action)
         })
         .collect();
+    let mut headers: Vec<HeaderValueOption> =
+        set.iter().map(|(n, v)| option(n, v, overwrite)).collect();
+    let mut headers_to_remove: Vec<String> = allow
+        .headers
+        .remove
+        .iter()
+        .filter(|name| !set.iter().any(|(n, _)| n == *name))
+        .map(|name| name.as_str().to_owned())
+        .collect();
+    match allow.headers.cookie_change(request) {
+        CookieChange::Keep => {}
+        CookieChange::Replace(cookie) => {
+            headers.push(option(&http::header::COOKIE, &cookie, overwrite));
+        }
+        CookieChange::Remove => headers_to_remove.push(http::header::COOKIE.as_str().to_owned()),
+    }
     let ok = OkHttpResponse {
-        headers: set.iter().map(|(n, v)| option(n, v, overwrite)).collect(),
-        headers_to_remove: allow
-            .headers
-            .remove
-            .iter()
-            .filter(|name| !set.iter().any(|(n, _)| n == *name))
-            .map(|name| name.as_str().to_owned())
-            .collect(),
+        headers,
+        headers_to_remove,
         response_headers_to_add: response_headers,
         ..OkHttpResponse::default()
     };

@@ -19,7 +19,8 @@
 //! claim another method, path or address. The question is then decided by the whole
 //! pipeline, through the same driver as the proxy's requests, and answered with 200 and the
 //! identity headers (the proxy copies them upstream; each one is there, empty when the
-//! identity has no value for it, so copying it replaces a client's forged value) or with
+//! identity has no value for it, so copying it replaces a client's forged value) and the
+//! `Cookie` field to send without warden's own session and sign-in cookies, or with
 //! warden's exact refusal.
 
 use std::convert::Infallible;
@@ -33,7 +34,7 @@ use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use warden_core::decision::Stage;
+use warden_core::decision::{CookieChange, ForwardHeaders, Stage};
 use warden_core::request::BodyView;
 use warden_core::response::{self, Branding, Rendered};
 use warden_core::{Decision, Engine, Reason, RequestView};
@@ -98,6 +99,31 @@ impl Unasked {
             Self::Malformed(detail) => (Stage::Normalize, Reason::MalformedRequest { detail }),
         };
         engine.refuse(view, at, stage, reason)
+    }
+}
+
+/// The `Cookie` field the proxy is to send upstream in place of the client's: every cookie
+/// but warden's own session and sign-in cookies, in one field, empty when nothing is left;
+/// none when the request carried no cookie. It is in every allow that has cookies, sessions
+/// or not, so a recipe that copies it never loses an application's cookies.
+fn forwarded_cookie(forward: &ForwardHeaders, request: &HeaderMap) -> Option<HeaderValue> {
+    let mut fields = request.get_all(http::header::COOKIE).iter();
+    let first = fields.next()?;
+    match forward.cookie_change(request) {
+        CookieChange::Replace(value) => Some(value),
+        CookieChange::Remove => Some(HeaderValue::from_static("")),
+        CookieChange::Keep => {
+            let rest: Vec<&[u8]> = fields.map(HeaderValue::as_bytes).collect();
+            if rest.is_empty() {
+                return Some(first.clone());
+            }
+            let mut joined = first.as_bytes().to_vec();
+            for field in rest {
+                joined.extend_from_slice(b"; ");
+                joined.extend_from_slice(field);
+            }
+            HeaderValue::from_bytes(&joined).ok()
+        }
     }
 }
 
@@ -182,6 +208,9 @@ pub(crate) async fn handle(
             }
             for (name, value) in &allow.headers.add {
                 headers.insert(name.clone(), value.clone());
+            }
+            if let Some(cookie) = forwarded_cookie(&allow.headers, &parts.headers) {
+                headers.insert(http::header::COOKIE, cookie);
             }
             answer
         }

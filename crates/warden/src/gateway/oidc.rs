@@ -47,6 +47,12 @@ const LOGIN_TTL: u64 = 600;
 const PROVIDER_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest answer read from the provider, and the largest back-channel logout body.
 const MAX_PROVIDER_BYTES: usize = 256 * 1024;
+/// How long a refresh holds the store's lock at most: longer than its provider call.
+const REFRESH_LOCK: Duration = Duration::from_secs(PROVIDER_TIMEOUT.as_secs() + 5);
+/// How long a request waits for another instance's refresh of its session.
+const REFRESH_WAIT: Duration = REFRESH_LOCK;
+/// How often a waiting request looks for the refreshed record.
+const REFRESH_POLL: Duration = Duration::from_millis(50);
 /// The least time between two discovery attempts of a source that has none yet.
 const DISCOVERY_RETRY: Duration = Duration::from_secs(5);
 
@@ -146,10 +152,19 @@ impl Oidc {
         mut form: Vec<(&str, &str)>,
     ) -> Result<TokenResponse, String> {
         let mut request = self.client.post(endpoint);
+        let assertion;
         match source.client_auth() {
             ClientAuth::SecretPost => {
                 form.push(("client_id", source.client_id()));
                 form.push(("client_secret", source.client_secret()));
+            }
+            ClientAuth::PrivateKeyJwt => {
+                assertion = source
+                    .client_assertion(endpoint, now_secs())
+                    .map_err(|e| e.to_string())?;
+                form.push(("client_id", source.client_id()));
+                form.push(("client_assertion_type", JWT_BEARER));
+                form.push(("client_assertion", &assertion));
             }
             // RFC 6749 §2.3.1: the id and secret are form-urlencoded before Basic.
             _ => {
@@ -186,6 +201,9 @@ impl Oidc {
         }
     }
 }
+
+/// The client assertion type of `private_key_jwt` (RFC 7523 §2.2).
+const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
 /// A token endpoint's answer (RFC 6749 §5.1, OpenID Connect Core §3.1.3.3).
 #[derive(Deserialize)]
@@ -673,10 +691,56 @@ pub(crate) async fn refresh(
     let lock = oidc.lock_for(&lookup.id);
     let answer = {
         let _guard = lock.lock().await;
-        refresh_locked(shared, engine, lookup, seen).await
+        refresh_across_instances(shared, engine, lookup, seen).await
     };
     oidc.unlock_for(&lookup.id, lock);
     answer
+}
+
+/// The refresh, single-flight across the instances sharing the store: the instance that
+/// takes the store's refresh lock refreshes; the others wait for the record it stores (or
+/// for the lock, if its holder went away), at most [`REFRESH_WAIT`], then take what is
+/// stored — the engine still refuses it if its tokens have expired.
+async fn refresh_across_instances(
+    shared: &Shared,
+    engine: &Engine,
+    lookup: &SessionLookup,
+    seen: Option<&str>,
+) -> SessionAnswer {
+    let store = &shared.oidc.sessions;
+    let deadline = tokio::time::Instant::now() + REFRESH_WAIT;
+    loop {
+        match store.try_lock_refresh(&lookup.id, REFRESH_LOCK).await {
+            Ok(Some(token)) => {
+                let answer = refresh_locked(shared, engine, lookup, seen).await;
+                if let Err(e) = store.unlock_refresh(&lookup.id, &token).await {
+                    // It expires by itself: another instance waits at most that long.
+                    tracing::warn!(error = %e, "could not release a session's refresh lock");
+                }
+                return answer;
+            }
+            Ok(None) => {}
+            Err(_) => {
+                shared.metrics.state_unavailable.inc();
+                return SessionAnswer::Unavailable;
+            }
+        }
+        match store.get(&lookup.id, lookup.idle, lookup.ends).await {
+            Ok(None) => return SessionAnswer::Missing,
+            Ok(Some(current))
+                if seen.is_some_and(|s| s != current)
+                    || tokio::time::Instant::now() >= deadline =>
+            {
+                return SessionAnswer::Found(current);
+            }
+            Ok(Some(_)) => {}
+            Err(_) => {
+                shared.metrics.state_unavailable.inc();
+                return SessionAnswer::Unavailable;
+            }
+        }
+        tokio::time::sleep(REFRESH_POLL).await;
+    }
 }
 
 async fn refresh_locked(

@@ -44,6 +44,16 @@ fn record_key(id: &str) -> String {
     format!("session:{id}")
 }
 
+/// The key of the lock a refresh of a session holds across instances.
+fn refresh_lock_key(id: &str) -> String {
+    format!("session-refresh:{id}")
+}
+
+/// Deletes the lock only if it is still this holder's: a holder that outlived its lock's
+/// lifetime must not release the next holder's.
+const UNLOCK: &str =
+    r"if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
+
 /// An index of a source's sessions by the provider's session id.
 #[must_use]
 pub fn by_sid(source: &str, sid: &str) -> String {
@@ -202,6 +212,52 @@ impl SessionStore {
                     .arg("XX");
                 let reply: Option<String> = redis.query(&set).await?;
                 Ok(reply.is_some())
+            }
+        }
+    }
+
+    /// Take the lock that lets one instance at a time refresh a session, for at most
+    /// `ttl`: `Some(token)` (the holder's proof, for [`SessionStore::unlock_refresh`]) when
+    /// it was free, `None` when another instance holds it. In memory there is no other
+    /// instance: the process's own single-flight is the whole lock.
+    ///
+    /// # Errors
+    /// When the backend cannot answer in time.
+    pub async fn try_lock_refresh(
+        &self,
+        id: &str,
+        ttl: Duration,
+    ) -> Result<Option<String>, StateUnavailable> {
+        let token = warden_core::session::random_token(16);
+        match self {
+            Self::Memory { .. } => Ok(Some(token)),
+            Self::Redis(redis) => {
+                let mut set = redis::cmd("SET");
+                set.arg(format!("{}{}", redis.prefix(), refresh_lock_key(id)))
+                    .arg(&token)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(millis(ttl));
+                let reply: Option<String> = redis.query(&set).await?;
+                Ok(reply.map(|_| token))
+            }
+        }
+    }
+
+    /// Release the refresh lock taken with `token` (a lock that expired and was taken by
+    /// another instance is left to it).
+    ///
+    /// # Errors
+    /// When the backend cannot answer in time.
+    pub async fn unlock_refresh(&self, id: &str, token: &str) -> Result<(), StateUnavailable> {
+        match self {
+            Self::Memory { .. } => Ok(()),
+            Self::Redis(redis) => {
+                let key = format!("{}{}", redis.prefix(), refresh_lock_key(id));
+                redis
+                    .query::<i64>(redis::cmd("EVAL").arg(UNLOCK).arg(1).arg(key).arg(token))
+                    .await
+                    .map(drop)
             }
         }
     }

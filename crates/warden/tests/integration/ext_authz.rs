@@ -316,6 +316,56 @@ async fn an_allow_sets_the_identity_and_removes_what_the_client_forged() {
     gw.shutdown().await;
 }
 
+/// The `cookie` field an allow tells Envoy to send: `Some(value)` when it overwrites it,
+/// `None` when it removes it; `Err` when it leaves the client's as it is.
+fn cookie_sent(ok: &OkHttpResponse) -> Result<Option<&str>, ()> {
+    let set: Vec<&str> = ok
+        .headers
+        .iter()
+        .filter_map(|h| h.header.as_ref())
+        .filter(|h| h.key.eq_ignore_ascii_case("cookie"))
+        .map(|h| h.value.as_str())
+        .collect();
+    let removed = ok.headers_to_remove.iter().any(|n| n == "cookie");
+    match (set.as_slice(), removed) {
+        ([], false) => Err(()),
+        ([value], false) => Ok(Some(value)),
+        ([], true) => Ok(None),
+        _ => panic!("cookie both set and removed, or set twice: {set:?}"),
+    }
+}
+
+#[tokio::test]
+async fn warden_s_session_cookies_never_reach_the_upstream_through_envoy() {
+    let gw = gateway().await;
+    let mut envoy = envoy(&gw, "127.0.0.1").await;
+    let admin = bearer(&token(&["admin"]));
+    let cases = [
+        (
+            "theme=dark; warden_session=stolen; lang=en",
+            Ok(Some("theme=dark; lang=en")),
+        ),
+        // Nothing left: removed.
+        ("warden_session=stolen;warden_session_login=x", Ok(None)),
+        // None of warden's cookies: the client's field goes as it is, look-alikes included.
+        ("theme=dark; warden_sessionx=1", Err(())),
+    ];
+    for (cookie, expected) in cases {
+        let answer = check(
+            &mut envoy,
+            ask(
+                "GET",
+                "/admin",
+                "203.0.113.9",
+                &[("authorization", &admin), ("cookie", cookie)],
+            ),
+        )
+        .await;
+        assert_eq!(cookie_sent(allowed(&answer)), expected, "{cookie}");
+    }
+    gw.shutdown().await;
+}
+
 #[tokio::test]
 async fn the_body_envoy_sends_is_scanned_by_the_waf() {
     let gw = gateway().await;

@@ -42,12 +42,15 @@ server {
         auth_request_set $warden_decision $upstream_http_x_warden_decision_id;
         auth_request_set $warden_ratelimit $upstream_http_ratelimit;
         auth_request_set $warden_ratelimit_policy $upstream_http_ratelimit_policy;
-        # warden's identity replaces whatever the client sent (an empty value sends none).
+        auth_request_set $warden_cookie $upstream_http_cookie;
+        # warden's identity replaces whatever the client sent (an empty value sends none),
+        # and the client's cookies go without warden's session cookie.
         proxy_set_header X-Warden-Subject $warden_subject;
         proxy_set_header X-Warden-Roles $warden_roles;
         proxy_set_header X-Warden-Scopes $warden_scopes;
         proxy_set_header X-Warden-Auth-Source $warden_source;
         proxy_set_header X-Warden-Decision-Id $warden_decision;
+        proxy_set_header Cookie $warden_cookie;
         add_header RateLimit $warden_ratelimit;
         add_header RateLimit-Policy $warden_ratelimit_policy;
         # auth_request sends its own page for a 401 or 403 and a 500 for anything else:
@@ -94,7 +97,7 @@ const CADDY_SITE: &str = "\
 		# X-Original-URI would disagree with them, and warden refuses that (400).
 		header_up -X-Original-URI
 		header_up -X-Original-Method
-		copy_headers X-Warden-Subject X-Warden-Roles X-Warden-Scopes X-Warden-Auth-Source X-Warden-Decision-Id
+		copy_headers X-Warden-Subject X-Warden-Roles X-Warden-Scopes X-Warden-Auth-Source X-Warden-Decision-Id Cookie
 	}
 	reverse_proxy 127.0.0.1:3000
 }
@@ -530,6 +533,32 @@ async fn allowed_requests_carry_warden_s_identity_only(kind: Kind) {
     }
     assert_ne!(seen.headers["x-warden-decision-id"], "forged");
 
+    // The client's cookies reach the app without warden's session and sign-in cookies,
+    // whatever they hold; an app's own cookies (look-alike names too) go as they came.
+    for (sent, received) in [
+        (
+            "theme=dark; warden_session=stolen; lang=en",
+            Some("theme=dark; lang=en"),
+        ),
+        (
+            "theme=dark; warden_sessionx=1",
+            Some("theme=dark; warden_sessionx=1"),
+        ),
+        ("warden_session=stolen; warden_session_login=state", None),
+    ] {
+        let answer = get(s.proxy.url("/public"), &[("cookie", sent)]).await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        let seen = s.upstream.last();
+        let cookies: Vec<&str> = seen
+            .headers
+            .get_all("cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .filter(|v| !v.is_empty()) // Caddy sends an empty copy, NGINX none
+            .collect();
+        assert_eq!(cookies, Vec::from_iter(received), "{kind:?}: {sent}");
+    }
+
     // A body goes to the upstream (warden's question has none), and a refused one is
     // answered with warden's refusal all the same.
     let body = "x".repeat(10_000);
@@ -721,6 +750,22 @@ async fn traefik_s_forward_auth_questions_are_decided_like_requests() {
     // copies them replaces the client's forged ones.
     assert_eq!(allowed.headers["x-warden-scopes"], "");
     assert!(!allowed.headers.contains_key("x-warden-refusal"));
+    // No cookie came, so none is to be sent.
+    assert!(!allowed.headers.contains_key("cookie"));
+
+    // The cookies Traefik is to send (`authResponseHeaders` lists `Cookie`): the client's,
+    // without warden's own; empty when only warden's came.
+    let mut q = traefik("GET", "/public", "203.0.113.7");
+    q.push(("cookie", "a=1; warden_session=stolen"));
+    q.push(("cookie", "b=2"));
+    assert_eq!(ask(&gw, "/auth", &q).await.headers["cookie"], "a=1; b=2");
+    let mut q = traefik("GET", "/public", "203.0.113.7");
+    q.push(("cookie", "a=1"));
+    q.push(("cookie", "b=2"));
+    assert_eq!(ask(&gw, "/auth", &q).await.headers["cookie"], "a=1; b=2");
+    let mut q = traefik("GET", "/public", "203.0.113.7");
+    q.push(("cookie", "warden_session_login=state"));
+    assert_eq!(ask(&gw, "/auth", &q).await.headers["cookie"], "");
 
     let mut q = traefik("GET", "/vault/9?full=1", "203.0.113.7");
     q.push(("authorization", &admin));

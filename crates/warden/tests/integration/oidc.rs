@@ -38,8 +38,18 @@ struct Instance {
     sessions: Arc<SessionSettings>,
 }
 
-/// The configuration of one warden instance at `port` in front of `upstream`.
-fn config_text(provider: &Provider, port: u16, upstream: SocketAddr, extra: &str) -> String {
+/// How the instances of the tests authenticate at the provider, unless a test says otherwise.
+const WITH_SECRET: &str = r#"client_secret_file = "client.secret""#;
+
+/// The configuration of one warden instance at `port` in front of `upstream`; `client_auth`
+/// is how it authenticates at the provider.
+fn config_text(
+    provider: &Provider,
+    port: u16,
+    upstream: SocketAddr,
+    extra: &str,
+    client_auth: &str,
+) -> String {
     format!(
         r#"
 [log]
@@ -57,7 +67,7 @@ secure = false
 type = "oidc"
 issuer = "{issuer}"
 client_id = "warden"
-client_secret_file = "client.secret"
+{client_auth}
 redirect_uri = "http://127.0.0.1:{port}/oauth2/callback"
 post_logout_redirect_uri = "http://127.0.0.1:{port}/"
 roles_claim = "realm_access.roles"
@@ -85,12 +95,24 @@ async fn instance(
     upstream: &Upstream,
     extra: &str,
 ) -> Instance {
+    instance_with(dir, name, provider, port, upstream, extra, WITH_SECRET).await
+}
+
+async fn instance_with(
+    dir: &Path,
+    name: &str,
+    provider: &Provider,
+    port: u16,
+    upstream: &Upstream,
+    extra: &str,
+    client_auth: &str,
+) -> Instance {
     let dir = dir.join(name);
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("session.key"), SESSION_KEY).unwrap();
     std::fs::write(dir.join("client.secret"), CLIENT_SECRET).unwrap();
     let path = dir.join("warden.toml");
-    let text = config_text(provider, port, upstream.addr, extra);
+    let text = config_text(provider, port, upstream.addr, extra, client_auth);
     std::fs::write(&path, &text).unwrap();
     let config = Config::parse(&text, &path).unwrap_or_else(|e| panic!("{e:?}"));
     let sessions = Arc::clone(config.sessions.as_ref().unwrap());
@@ -257,6 +279,7 @@ fn provider_for(ports: &[u16], backchannel: Option<u16>, ttl: u64, auth: &'stati
             ports: ports.to_vec(),
             backchannel_port: backchannel,
             auth_method: auth,
+            jwks: None,
         }],
         ttl,
     )
@@ -451,6 +474,80 @@ async fn assert_login_failed(answer: reqwest::Response, what: &str) {
     assert_eq!(problem["code"], "login_failed", "{what}");
 }
 
+/// `client_key` for the test key `name` (in `testdata/keys`).
+fn client_key(name: &str, kid: &str, algorithm: &str) -> String {
+    let keys = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/keys");
+    format!(
+        "client_auth = \"private_key_jwt\"\nclient_key = {{ pem_file = \"{}\", kid = \"{kid}\", algorithm = \"{algorithm}\" }}",
+        keys.join(name).display()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_key_jwt_signs_warden_in_without_a_secret_and_a_wrong_key_is_refused() {
+    let upstream = Upstream::start().await;
+    let port = free_port();
+    // The provider holds only the public half of `ec256.key` (kid `ec-1` in jwks.json).
+    let jwks: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/keys/jwks.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let ec = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kid"] == "ec-1")
+        .unwrap()
+        .clone();
+    let provider = oidc_provider::start(
+        &[Client {
+            client_id: "warden".to_owned(),
+            ports: vec![port],
+            backchannel_port: None,
+            auth_method: "private_key_jwt",
+            jwks: Some(serde_json::json!({ "keys": [ec] })),
+        }],
+        600,
+    );
+    let dir = scratch("private-key-jwt");
+    let signed = client_key("ec256.key", "ec-1", "ES256");
+    let warden = instance_with(&dir, "a", &provider, port, &upstream, "", &signed).await;
+    let jar = Arc::new(Jar::default());
+    let landed = login(&browser(&jar, false), &warden.base, "alice", &provider).await;
+    assert_eq!(
+        landed.status(),
+        StatusCode::OK,
+        "{:?}",
+        provider.log.lock().unwrap()
+    );
+    assert_eq!(landed.url().path(), "/app");
+    assert_eq!(upstream.last().headers["x-warden-subject"], "alice");
+    assert_eq!(provider.count("grant authorization_code"), 1);
+    assert_eq!(provider.count("grant error"), 0);
+    warden.gateway.shutdown().await;
+
+    // A key the provider does not know: the code exchange is refused, no session, nothing
+    // forwarded.
+    let other = client_key("rsa2.key", "rsa-2", "RS256");
+    let warden = instance_with(&dir, "b", &provider, port, &upstream, "", &other).await;
+    let before = upstream.seen().len();
+    let jar = Arc::new(Jar::default());
+    let landed = login(&browser(&jar, false), &warden.base, "alice", &provider).await;
+    assert_login_failed(landed, "an unregistered client key").await;
+    assert_eq!(
+        provider.count("grant error"),
+        1,
+        "{:?}",
+        provider.log.lock().unwrap()
+    );
+    assert_eq!(upstream.seen().len(), before, "nothing forwarded");
+    assert!(cookie(&jar, &warden.base, "warden_session").is_none());
+    warden.gateway.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_callback_and_the_session_refuse_every_forgery() {
     let upstream = Upstream::start().await;
@@ -622,6 +719,55 @@ async fn futures_join(cookie: &str, base: &str) -> Vec<StatusCode> {
         out.push(t.await.unwrap());
     }
     out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_sharing_redis_refresh_a_session_once_between_them() {
+    require_shared();
+    let prefix = unique_prefix();
+    let _cleanup = Cleanup(prefix.clone());
+    let upstream = Upstream::start().await;
+    let (port_a, port_b) = (free_port(), free_port());
+    // Tokens of 40 s, refreshed from 35 s before they expire: due 5 s after they are issued,
+    // and not again for 5 s after a refresh.
+    let provider = provider_for(&[port_a, port_b], None, 40, "client_secret_basic");
+    let dir = scratch("refresh-two-instances");
+    let extra = format!(
+        "refresh_before = \"35s\"\n[state]\nbackend = \"redis\"\nredis_url = \"redis://{SHARED}\"\nkey_prefix = \"{prefix}\"\n"
+    );
+    let a = instance(&dir, "a", &provider, port_a, &upstream, &extra).await;
+    let b = instance(&dir, "b", &provider, port_b, &upstream, &extra).await;
+    let jar = Arc::new(Jar::default());
+    let landed = login(&browser(&jar, false), &a.base, "alice", &provider).await;
+    assert_eq!(landed.status(), StatusCode::OK);
+    assert_eq!(provider.count("grant refresh_token"), 0, "fresh tokens");
+    let with = format!(
+        "warden_session={}",
+        cookie(&jar, &a.base, "warden_session").unwrap()
+    );
+    tokio::time::sleep(Duration::from_secs(6)).await;
+
+    // Now due: requests on both instances at once. One of them refreshes; every other one,
+    // on either instance, takes its result (the provider rotates refresh tokens, and one
+    // used twice would be a grant error that revokes the grant).
+    let mut tasks = Vec::new();
+    for base in [&a.base, &b.base, &a.base, &b.base, &a.base, &b.base] {
+        let (base, with) = (base.clone(), with.clone());
+        tasks.push(tokio::spawn(async move {
+            xhr(&base, Some(&with)).await.status()
+        }));
+    }
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), StatusCode::OK);
+    }
+    let log = || provider.log.lock().unwrap().clone();
+    assert_eq!(provider.count("grant refresh_token"), 1, "{:?}", log());
+    assert_eq!(provider.count("grant error"), 0, "{:?}", log());
+    // The refreshed session serves on both.
+    assert_eq!(xhr(&b.base, Some(&with)).await.status(), StatusCode::OK);
+    assert_eq!(xhr(&a.base, Some(&with)).await.status(), StatusCode::OK);
+    a.gateway.shutdown().await;
+    b.gateway.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -77,6 +77,8 @@ const provider = new Provider(issuer, {
   claims: { openid: ['sub'], profile: ['name', 'realm_access'], email: ['email'] },
   ttl: { IdToken: settings.token_ttl, AccessToken: settings.token_ttl },
   issueRefreshToken: async (ctx, client) => client.grantTypeAllowed('refresh_token'),
+  // Every refresh rotates the refresh token, so one used twice is a grant error.
+  rotateRefreshToken: true,
   cookies: { keys: ['test-provider-cookie-key-0123456789'] },
   async findAccount(ctx, id) {
     const roles = (settings.users[id] ?? { roles: [] }).roles;
@@ -155,6 +157,8 @@ pub struct Client {
     /// The instance the provider calls for back-channel logout.
     pub backchannel_port: Option<u16>,
     pub auth_method: &'static str,
+    /// The client's public keys, for `private_key_jwt`.
+    pub jwks: Option<serde_json::Value>,
 }
 
 /// Start a provider with these clients, the user `alice` (role `viewer`) and `bob` (no
@@ -174,6 +178,9 @@ pub fn start(clients: &[Client], token_ttl: u64) -> Provider {
                 "response_types": ["code"],
                 "token_endpoint_auth_method": c.auth_method,
             });
+            if let Some(jwks) = &c.jwks {
+                client["jwks"] = jwks.clone();
+            }
             if let Some(p) = c.backchannel_port {
                 client["backchannel_logout_uri"] =
                     format!("http://127.0.0.1:{p}/oauth2/backchannel-logout").into();
