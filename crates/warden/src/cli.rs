@@ -11,6 +11,7 @@ use warden_core::Config;
 
 use crate::explain::{self, Assumed, Format, RequestSpec};
 use crate::gateway::{Gateway, Listeners};
+use crate::service_manager;
 use crate::token::{TokenSpec, mint};
 
 /// warden: an access-control gateway that answers every refusal correctly and explains it.
@@ -337,8 +338,11 @@ fn serve(config_path: Option<PathBuf>, listeners: Listeners) -> ExitCode {
                 .map_or_else(|_| "warden".to_owned(), |p| p.display().to_string());
             eprintln!("{}", crate::demo::welcome(gateway.proxy_addr, &exe));
         }
+        service_manager::ready(&format!("serving on {scheme}://{}", gateway.proxy_addr));
+        service_manager::spawn_watchdog();
         wait_for_shutdown(&gateway, signals).await;
         tracing::info!("shutting down");
+        service_manager::stopping();
         gateway.shutdown().await;
         ExitCode::SUCCESS
     })
@@ -372,7 +376,12 @@ async fn wait_for_shutdown(gateway: &Gateway, signals: Signals) {
             _ = terminate.recv() => return,
             _ = hangup.recv() => {
                 // Success and refusal are both logged by the reload itself.
-                let _ = gateway.reload().await;
+                service_manager::reloading();
+                let status = match gateway.reload().await {
+                    Ok(report) => format!("serving; reloaded ({} routes)", report.routes),
+                    Err(_) => "serving the previous configuration; the reload was refused (see the log)".to_owned(),
+                };
+                service_manager::reloaded(&status);
             }
         }
     }

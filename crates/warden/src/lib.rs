@@ -5,6 +5,7 @@
 //! - [`live`]: what the dashboard shows and the alert rules watch.
 //! - [`demo`]: the embedded demo that `warden serve` runs with no configuration.
 //! - [`cli`]: the commands.
+//! - [`service_manager`]: what `warden serve` tells systemd.
 
 pub mod cases;
 pub mod cli;
@@ -15,6 +16,7 @@ pub mod gateway;
 pub mod live;
 pub mod metrics;
 pub mod probe;
+pub mod service_manager;
 pub mod state;
 pub mod telemetry;
 pub mod token;

@@ -57,12 +57,12 @@ impl Drop for Proc {
 impl Proc {
     /// SIGTERM, then wait for the exit (bounded); whether it exited cleanly.
     async fn terminate(&mut self) -> bool {
-        let status = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.0.id().to_string())
-            .status()
-            .unwrap();
-        assert!(status.success());
+        signal(&self.0, "TERM");
+        self.exited().await
+    }
+
+    /// Wait for the exit (bounded); whether it exited cleanly.
+    async fn exited(&mut self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(exit) = self.0.try_wait().unwrap() {
@@ -221,4 +221,108 @@ async fn a_restart_on_a_handed_over_socket_fails_no_request() {
     );
     assert!(ok >= 700);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The datagrams a service manager would get on `NOTIFY_SOCKET`.
+struct Manager {
+    socket: tokio::net::UnixDatagram,
+    /// Every message so far, for failure messages.
+    seen: Vec<String>,
+}
+
+impl Manager {
+    /// The next message that contains `needle` (bounded in time).
+    async fn until(&mut self, needle: &str) -> String {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let received = tokio::time::timeout_at(deadline, self.socket.recv(&mut buf)).await;
+            let Ok(Ok(n)) = received else {
+                panic!("no message with {needle:?}; got {:?}", self.seen);
+            };
+            let message = String::from_utf8_lossy(&buf[..n]).into_owned();
+            self.seen.push(message.clone());
+            if message.contains(needle) {
+                return message;
+            }
+        }
+    }
+}
+
+fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn systemd_is_told_ready_reloading_stopping_and_is_watched() {
+    let upstream = Upstream::start().await;
+    let dir = std::env::temp_dir().join(format!("warden-notify-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let notify = dir.join("notify.sock");
+    let mut manager = Manager {
+        socket: tokio::net::UnixDatagram::bind(&notify).unwrap(),
+        seen: Vec::new(),
+    };
+    let config = fixture("public")
+        .upstream(upstream.addr)
+        .append("[gateway]\nlisten = \"127.0.0.1:0\"\n")
+        .write_to(&dir.join("config"));
+    let child = Command::new(WARDEN)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("NOTIFY_SOCKET", &notify)
+        // A watchdog of 200 ms: pinged every 100 ms.
+        .env("WATCHDOG_USEC", "200000")
+        .env_remove("WATCHDOG_PID")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut child = Proc(child);
+
+    let ready = manager.until("READY=1").await;
+    assert!(
+        ready.contains("STATUS=serving on http://127.0.0.1:"),
+        "{ready}"
+    );
+    manager.until("WATCHDOG=1").await;
+    manager.until("WATCHDOG=1").await;
+
+    signal(&child.0, "HUP");
+    let reloading = manager.until("RELOADING=1").await;
+    assert!(reloading.contains("MONOTONIC_USEC="), "{reloading}");
+    let reloaded = manager.until("READY=1").await;
+    assert!(
+        reloaded.contains("STATUS=serving; reloaded (1 routes)"),
+        "{reloaded}"
+    );
+
+    // A reload that is refused: still ready, on the old configuration.
+    std::fs::write(&config, "[[routes]]\npath = 7\n").unwrap();
+    signal(&child.0, "HUP");
+    manager.until("RELOADING=1").await;
+    let refused = manager.until("READY=1").await;
+    assert!(
+        refused.contains("STATUS=serving the previous configuration"),
+        "{refused}"
+    );
+
+    assert!(child.terminate_after(&mut manager).await, "a clean exit");
+}
+
+impl Proc {
+    /// SIGTERM: the manager hears `STOPPING=1`, then the process exits.
+    async fn terminate_after(&mut self, manager: &mut Manager) -> bool {
+        signal(&self.0, "TERM");
+        let stopping = manager.until("STOPPING=1").await;
+        assert!(stopping.contains("STATUS=draining"), "{stopping}");
+        self.exited().await
+    }
 }
