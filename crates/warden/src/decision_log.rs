@@ -31,7 +31,8 @@ const RECENT: usize = 256;
 pub struct RequestFacts<'a> {
     /// The client address.
     pub client: IpAddr,
-    /// The connection's peer (the client, or the proxy in front of it).
+    /// The peer the engine saw: the connection's (the client, or the proxy in front of it),
+    /// or for `ext_authz` the downstream address Envoy reports.
     pub peer: IpAddr,
     /// The request headers the engine saw, when the front end still has them (the live
     /// view keeps them for the latest refusals, to explain them).

@@ -141,6 +141,9 @@ struct Question<'a> {
     body: BodyView<'a>,
 }
 
+/// How this front end names itself in traces.
+const FRONT_END: &str = "ext_authz";
+
 /// Answer one question. Never fails: every error is a denial.
 async fn check(shared: &Arc<Shared>, peer: IpAddr, request: &CheckRequest) -> CheckResponse {
     let at = SystemTime::now();
@@ -150,24 +153,38 @@ async fn check(shared: &Arc<Shared>, peer: IpAddr, request: &CheckRequest) -> Ch
     } else {
         Err(Unasked::Untrusted)
     };
-    let (decision, method, target, headers, html) = match question {
+    let asked = question.is_ok();
+    let (decision, method, target, headers, view_peer, html, trace) = match question {
         Ok(q) => {
             let view =
                 RequestView::new(&q.method, q.target, &q.headers, q.client).with_body(q.body);
             let html = view.prefers_html();
+            let trace = shared.telemetry.as_ref().map(|t| {
+                // Envoy is a trusted proxy: the trace context of the request it describes is
+                // believed, as the proxy listener believes a trusted proxy's.
+                t.request(&q.method, &q.headers, true, at, FRONT_END)
+            });
             let mut host = GatewayHost::new(shared, &engine, None);
             let decision = warden_core::drive(&engine, &view, at, &mut host).await;
-            (decision, q.method, q.target, q.headers, html)
+            (
+                decision, q.method, q.target, q.headers, q.client, html, trace,
+            )
         }
         Err(unasked) => {
             let headers = HeaderMap::new();
             let view = RequestView::new(&Method::POST, CHECK_PATH, &headers, peer);
+            let trace = shared
+                .telemetry
+                .as_ref()
+                .map(|t| t.request(&Method::POST, &headers, false, at, FRONT_END));
             (
                 unasked.refuse(&engine, &view, at),
                 Method::POST,
                 CHECK_PATH,
                 headers,
+                peer,
                 false,
+                trace,
             )
         }
     };
@@ -183,15 +200,21 @@ async fn check(shared: &Arc<Shared>, peer: IpAddr, request: &CheckRequest) -> Ch
             (denied(refusal, &decision), status)
         }
     };
+    // A refusal's request is kept for the dashboard to explain, with the peer the engine
+    // saw (Envoy's downstream): replayed, it is decided the same way.
     let facts = RequestFacts {
         client: decision.client,
-        peer,
-        headers: None,
+        peer: view_peer,
+        headers: Some(&headers).filter(|_| asked && !decision.is_allowed()),
         method: &method,
         target,
         at,
     };
     outcome::record(shared, &decision, facts, status);
+    if let Some(trace) = trace {
+        let path = target.split('?').next().unwrap_or_default();
+        trace.finish(&decision, decision.client, path, status);
+    }
     answer
 }
 

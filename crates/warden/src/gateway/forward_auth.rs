@@ -45,6 +45,8 @@ use super::decide::GatewayHost;
 use super::outcome;
 use crate::decision_log::RequestFacts;
 
+/// How this front end names itself in traces.
+const FRONT_END: &str = "forward_auth";
 /// The path of the NGINX replay.
 pub(crate) const REPLAY_PATH: &str = "/_warden/replay";
 /// Asks for the refusal to be encoded in [`REFUSAL`] (the NGINX recipe sets it).
@@ -159,8 +161,17 @@ pub(crate) async fn handle(
         forwarded_question(&parts.headers)
     };
     let want_replay = parts.headers.contains_key(WANT_REPLAY);
+    let trace = shared.telemetry.as_ref().map(|t| {
+        // The asking proxy's trace context is believed as the proxy listener believes a
+        // trusted proxy's; an untrusted peer's never.
+        let (method, headers) = match &question {
+            Ok(q) => (&q.method, &q.headers),
+            Err(_) => (&parts.method, &parts.headers),
+        };
+        t.request(method, headers, trusted, at, FRONT_END)
+    });
 
-    let (decision, facts_method, facts_target, html) = match question {
+    let (decision, facts_method, facts_target, question_headers, html) = match question {
         Ok(question) => {
             // Forward-auth questions carry no body (NGINX, Caddy and Traefik send none);
             // Envoy's HTTP mode may, when it is configured to buffer the body.
@@ -179,7 +190,13 @@ pub(crate) async fn handle(
             let html = view.prefers_html();
             let mut host = GatewayHost::new(&shared, &engine, body);
             let decision = warden_core::drive(&engine, &view, at, &mut host).await;
-            (decision, question.method, question.target, html)
+            (
+                decision,
+                question.method,
+                question.target,
+                Some(question.headers),
+                html,
+            )
         }
         Err(unasked) => {
             let target = parts
@@ -189,7 +206,7 @@ pub(crate) async fn handle(
             let view = RequestView::new(&parts.method, &target, &parts.headers, peer.ip());
             let html = view.prefers_html();
             let decision = unasked.refuse(&engine, &view, at);
-            (decision, parts.method.clone(), target, html)
+            (decision, parts.method.clone(), target, None, html)
         }
     };
 
@@ -209,7 +226,10 @@ pub(crate) async fn handle(
             for (name, value) in &allow.headers.add {
                 headers.insert(name.clone(), value.clone());
             }
-            if let Some(cookie) = forwarded_cookie(&allow.headers, &parts.headers) {
+            if let Some(cookie) = question_headers
+                .as_ref()
+                .and_then(|h| forwarded_cookie(&allow.headers, h))
+            {
                 headers.insert(http::header::COOKIE, cookie);
             }
             answer
@@ -232,15 +252,21 @@ pub(crate) async fn handle(
     if decision.is_allowed() {
         response::add_decision_headers(answer.headers_mut(), response::decision_headers(&decision));
     }
+    // A refusal's question is kept for the dashboard to explain, as the proxy keeps its
+    // refused requests: replayed with the same peer, it is decided the same way.
     let facts = RequestFacts {
         client: decision.client,
         peer: peer.ip(),
-        headers: None,
+        headers: question_headers.as_ref().filter(|_| !decision.is_allowed()),
         method: &facts_method,
         target: &facts_target,
         at,
     };
     outcome::record(&shared, &decision, facts, answer.status());
+    if let Some(trace) = trace {
+        let path = facts_target.split('?').next().unwrap_or_default();
+        trace.finish(&decision, decision.client, path, answer.status());
+    }
     Ok(answer)
 }
 

@@ -82,7 +82,7 @@ pub(crate) async fn handle(
         .is_some_and(|info| info.tls);
     let trace = shared.telemetry.as_ref().map(|t| {
         let trusted = engine.config().gateway.trusted_proxies.contains(peer.ip());
-        t.request(&method, &parts.headers, trusted, at)
+        t.request(&method, &parts.headers, trusted, at, "proxy")
     });
 
     let mut host = GatewayHost::new(&shared, &engine, body);

@@ -80,13 +80,15 @@ impl Telemetry {
     }
 
     /// The span of one request, started at `at`; its parent is the client's `traceparent`
-    /// when `trusted` (the peer is a trusted proxy), else none.
+    /// when `trusted` (the peer is a trusted proxy), else none. `front_end` is the listener
+    /// that decided it (`proxy`, `forward_auth`, `ext_authz`).
     pub(crate) fn request(
         &self,
         method: &http::Method,
         headers: &HeaderMap,
         trusted: bool,
         at: SystemTime,
+        front_end: &'static str,
     ) -> RequestTrace<'_> {
         let parent = if trusted {
             self.propagator.extract(&Headers(headers))
@@ -102,6 +104,7 @@ impl Telemetry {
         RequestTrace {
             telemetry: self,
             method: method.as_str().to_owned(),
+            front_end,
             cx: parent.with_span(span),
         }
     }
@@ -124,6 +127,7 @@ impl Telemetry {
 pub(crate) struct RequestTrace<'a> {
     telemetry: &'a Telemetry,
     method: String,
+    front_end: &'static str,
     cx: Context,
 }
 
@@ -169,6 +173,7 @@ impl RequestTrace<'_> {
             KeyValue::new("warden.decision.id", decision.id.to_string()),
             KeyValue::new("warden.decision.stage", decision.stage.as_str()),
             KeyValue::new("warden.decision.outcome", outcome),
+            KeyValue::new("warden.front_end", self.front_end),
         ];
         if !route.is_empty() {
             attributes.push(KeyValue::new("http.route", route.to_owned()));

@@ -40,7 +40,7 @@ async fn gateway() -> Gateway {
 }
 
 /// An `ext_authz` client like Envoy's, connecting from `from` (any 127/8 address).
-async fn envoy(gw: &Gateway, from: &str) -> AuthorizationClient<Channel> {
+pub(crate) async fn envoy(gw: &Gateway, from: &str) -> AuthorizationClient<Channel> {
     let endpoint = Endpoint::from_shared(format!("http://{}", gw.grpc_addr.unwrap()))
         .unwrap()
         .local_address(Some(from.parse().unwrap()))
@@ -53,7 +53,10 @@ async fn envoy(gw: &Gateway, from: &str) -> AuthorizationClient<Channel> {
     AuthorizationClient::new(channel)
 }
 
-async fn check(client: &mut AuthorizationClient<Channel>, request: CheckRequest) -> CheckResponse {
+pub(crate) async fn check(
+    client: &mut AuthorizationClient<Channel>,
+    request: CheckRequest,
+) -> CheckResponse {
     tokio::time::timeout(LIMIT, client.check(request))
         .await
         .expect("answered in time")
@@ -62,7 +65,12 @@ async fn check(client: &mut AuthorizationClient<Channel>, request: CheckRequest)
 }
 
 /// What Envoy sends for `method path` from the client `source` with these headers.
-fn ask(method: &str, path: &str, source: &str, headers: &[(&str, &str)]) -> CheckRequest {
+pub(crate) fn ask(
+    method: &str,
+    path: &str,
+    source: &str,
+    headers: &[(&str, &str)],
+) -> CheckRequest {
     let mut map: HashMap<String, String> = headers
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))

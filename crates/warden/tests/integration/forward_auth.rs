@@ -1063,3 +1063,77 @@ async fn a_question_from_a_peer_that_is_not_a_trusted_proxy_is_refused() {
     assert!(upstream.seen().is_empty());
     gw.shutdown().await;
 }
+
+/// The decision id of a refusal, from its problem's `instance`.
+fn instance_id(problem: &str) -> String {
+    let value: Value = serde_json::from_str(problem).unwrap();
+    value["instance"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("urn:uuid:")
+        .unwrap()
+        .to_owned()
+}
+
+/// The dashboard's explanation of decision `id`, once the live view has it (bounded).
+async fn explained(gw: &Gateway, id: &str) -> String {
+    let url = format!(
+        "http://{}/dashboard/explain?id={id}",
+        gw.admin_addr.unwrap()
+    );
+    for _ in 0..200 {
+        let answer = client()
+            .get(&url)
+            .bearer_auth(common::ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        if answer.status() == 200 {
+            return answer.text().await.unwrap();
+        }
+        assert_eq!(answer.status(), 404, "only not kept yet");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("decision {id} was never kept for the dashboard");
+}
+
+#[tokio::test]
+async fn forward_auth_and_ext_authz_refusals_are_explained_on_the_dashboard() {
+    let upstream = Upstream::start().await;
+    let gw = forward_auth_gateway(fixture(BASE), &upstream).await;
+    let viewer = format!("Bearer {}", token("vic", &["viewer"]));
+
+    // A Traefik question for /admin from a viewer: explained as the request it describes,
+    // from the client X-Forwarded-For names (the asking proxy is trusted on replay too).
+    let mut q = traefik("GET", "/admin", "203.0.113.7");
+    q.push(("authorization", &viewer));
+    let refused = ask(&gw, "/auth", &q).await;
+    assert_eq!(refused.status, 403);
+    let id = instance_id(&refused.body);
+    let text = explained(&gw, &id).await;
+    assert!(text.starts_with(&format!("decision {id}: 403 ")), "{text}");
+    assert!(text.contains("GET /admin"), "{text}");
+    assert!(text.contains("203.0.113.7"), "{text}");
+    assert!(text.contains("vic"), "{text}");
+    assert!(!text.contains(&viewer[7..]), "the token is never shown");
+
+    // An Envoy check for /me without a token: the request Envoy describes, from the
+    // downstream address it reports.
+    let mut envoy = crate::ext_authz::envoy(&gw, "127.0.0.1").await;
+    let answer = crate::ext_authz::check(
+        &mut envoy,
+        crate::ext_authz::ask("GET", "/me", "198.51.100.9", &[]),
+    )
+    .await;
+    let Some(envoy_types::ext_authz::v3::pb::HttpResponse::DeniedResponse(denied)) =
+        answer.http_response
+    else {
+        panic!("a denial: {answer:?}");
+    };
+    let id = instance_id(&denied.body);
+    let text = explained(&gw, &id).await;
+    assert!(text.starts_with(&format!("decision {id}: 401 ")), "{text}");
+    assert!(text.contains("GET /me"), "{text}");
+    assert!(text.contains("198.51.100.9"), "{text}");
+    gw.shutdown().await;
+}

@@ -207,6 +207,7 @@ async fn spans_carry_the_decision_and_link_client_warden_and_upstream() {
     let a = attributes(&server);
     assert_eq!(a["warden.decision.outcome"], "allow");
     assert_eq!(a["warden.decision.stage"], "forward");
+    assert_eq!(a["warden.front_end"], "proxy");
     assert_eq!(a["http.route"], "/public");
     assert_eq!(a["http.response.status_code"], "200");
     assert_eq!(a["url.path"], "/public", "the query is not in the span");
@@ -374,4 +375,69 @@ async fn a_collector_that_never_answers_costs_no_request_and_drops_are_counted()
     assert!(dropped >= 98, "{dropped} spans counted as dropped");
     assert_eq!(spans_counted(&gw, "exported").await, 0);
     drop(black_hole);
+}
+
+#[tokio::test]
+async fn forward_auth_and_ext_authz_questions_are_traced_like_requests() {
+    let (receiver, otlp) = Receiver::start().await;
+    let upstream = Upstream::start().await;
+    let config = fixture("forward-auth").append(&format!(
+        "[tracing]\nendpoint = \"http://{otlp}\"\ninterval = \"20ms\"\n"
+    ));
+    let gw = common::forward_auth_gateway(config, &upstream).await;
+    let traceparent = format!("00-{CLIENT_TRACE}-{CLIENT_PARENT}-01");
+
+    // A Traefik question (the asking proxy is trusted): the client's trace goes on through
+    // warden's answer.
+    let r = client()
+        .get(format!("http://{}/auth", gw.forward_auth_addr.unwrap()))
+        .header("x-forwarded-method", "GET")
+        .header("x-forwarded-uri", "/me?page=2")
+        .header("x-forwarded-for", "203.0.113.7")
+        .header("traceparent", &traceparent)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let spans = receiver.wait_for(1).await;
+    let (_, span) = &spans[0];
+    assert_eq!(span.kind, SpanKind::Server as i32);
+    assert_eq!(hex(&span.trace_id), CLIENT_TRACE);
+    assert_eq!(hex(&span.parent_span_id), CLIENT_PARENT);
+    let a = attributes(span);
+    assert_eq!(a["warden.front_end"], "forward_auth");
+    assert_eq!(a["warden.decision.outcome"], "deny");
+    assert_eq!(a["warden.decision.stage"], "authenticate");
+    assert_eq!(a["http.response.status_code"], "401");
+    assert_eq!(
+        a["url.path"], "/me",
+        "the question's request, without its query"
+    );
+    assert_eq!(a["client.address"], "203.0.113.7");
+    assert_eq!(span.name, "GET me");
+
+    // An Envoy check: the downstream Envoy reports is the client; the trace is the one of
+    // the request Envoy describes.
+    let mut envoy = crate::ext_authz::envoy(&gw, "127.0.0.1").await;
+    let answer = crate::ext_authz::check(
+        &mut envoy,
+        crate::ext_authz::ask(
+            "GET",
+            "/public",
+            "198.51.100.9",
+            &[("traceparent", &traceparent)],
+        ),
+    )
+    .await;
+    assert_eq!(answer.status.unwrap().code, 0, "OK");
+    let spans = receiver.wait_for(2).await;
+    let (_, span) = &spans[1];
+    assert_eq!(hex(&span.parent_span_id), CLIENT_PARENT);
+    let a = attributes(span);
+    assert_eq!(a["warden.front_end"], "ext_authz");
+    assert_eq!(a["warden.decision.outcome"], "allow");
+    assert_eq!(a["client.address"], "198.51.100.9");
+    assert_eq!(a["http.response.status_code"], "200");
+    assert!(upstream.seen().is_empty(), "a question reaches no upstream");
+    gw.shutdown().await;
 }

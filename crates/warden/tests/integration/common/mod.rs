@@ -72,7 +72,7 @@ pub async fn forward_auth_gateway(config: Fixture, upstream: &Upstream) -> Gatew
             proxy: Some(loopback),
             admin: Some(loopback),
             forward_auth: Some(loopback),
-            ..Listeners::default()
+            grpc: Some(loopback),
         },
     )
     .await
