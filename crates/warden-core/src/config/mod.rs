@@ -30,7 +30,7 @@ use self::error::Collector;
 pub use self::error::{ConfigError, ConfigErrors};
 pub use self::limits::{Backend, FailMode, StateSettings};
 use self::raw::{RawConfig, RawIdentityHeaders, RawRoute};
-pub use self::telemetry::{SubjectInSpans, TracingSettings};
+pub use self::telemetry::{CollectorTls, SubjectInSpans, TracingSettings};
 pub use self::tls::{Http2Settings, KeyPair, ListenerCertificate, ListenerTls, TlsVersion};
 pub use self::upstream::{
     Balance, HealthCheck, PassiveHealth, Upstream, UpstreamProtocol, UpstreamTls,
@@ -416,7 +416,7 @@ impl Config {
         let tracing = raw
             .tracing
             .as_ref()
-            .and_then(|t| telemetry::settings(t, &mut errors));
+            .and_then(|t| telemetry::settings(t, &base_dir, &mut errors));
         let serve = ServeSettings {
             log,
             admin,
@@ -1091,6 +1091,28 @@ mod tests {
         let errs = errors_of("[tracing]\nendpoint = \"http://c:4317\"\nqueue = 2\nbatch = 3\n");
         assert_eq!(errs.len(), 1, "{errs:?}");
         assert_eq!((errs[0].line, errs[0].field.as_str()), (4, "tracing.batch"));
+
+        // TLS to the collector: only for https, and its files are read at load.
+        let errs = errors_of(
+            "[tracing]\nendpoint = \"http://c:4317\"\nca = \"ca.pem\"\nclient_certificate = { cert = \"c.pem\", key = \"c.key\" }\n",
+        );
+        let at: Vec<(usize, &str)> = errs.iter().map(|e| (e.line, e.field.as_str())).collect();
+        assert_eq!(
+            at,
+            [(3, "tracing.ca"), (4, "tracing.client_certificate")],
+            "{errs:?}"
+        );
+        let errs = errors_of("[tracing]\nendpoint = \"https://c:4317\"\nca = \"no-such-ca.pem\"\n");
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!((errs[0].line, errs[0].field.as_str()), (3, "tracing.ca"));
+        assert!(errs[0].message.contains("no-such-ca.pem"), "{errs:?}");
+        let system_roots = Config::parse(
+            "[tracing]\nendpoint = \"https://c:4317\"\n",
+            Path::new("w.toml"),
+        )
+        .unwrap();
+        let tls = system_roots.serve.tracing.unwrap().tls.unwrap();
+        assert!(tls.roots.is_empty() && tls.client.is_none());
     }
 
     #[test]

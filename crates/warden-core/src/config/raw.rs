@@ -114,6 +114,10 @@ pub(crate) struct RawTracing {
     pub batch: Option<Spanned<usize>>,
     pub interval: Option<Spanned<String>>,
     pub export_timeout: Option<Spanned<String>>,
+    /// The CA bundle the collector's certificate must chain to (`https` endpoints).
+    pub ca: Option<Spanned<String>>,
+    /// The certificate warden presents to the collector.
+    pub client_certificate: Option<Spanned<RawKeyPair>>,
 }
 
 /// Who may use the admin listener's protected endpoints.

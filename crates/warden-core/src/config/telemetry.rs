@@ -2,13 +2,16 @@
 //! the subject. Only a server reads it (`ServeSettings::tracing`); without the section the
 //! gateway builds no span at all.
 
+use std::path::Path;
 use std::time::Duration;
 
+use rustls_pki_types::CertificateDer;
 use toml::Spanned;
 
 use super::error::Collector;
 use super::parse_duration;
 use super::raw::RawTracing;
+use super::tls::{KeyPair, key_pair, read_certificates};
 
 /// What a span says of the request's subject.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -23,11 +26,37 @@ pub enum SubjectInSpans {
     Raw,
 }
 
+/// TLS to the collector, for an `https` endpoint.
+#[derive(Debug, Clone)]
+pub struct CollectorTls {
+    /// The CA certificates the collector's certificate must chain to; empty: the system's.
+    pub roots: Vec<CertificateDer<'static>>,
+    /// The certificate warden presents, when the collector asks for one.
+    pub client: Option<KeyPair>,
+}
+
+impl PartialEq for CollectorTls {
+    /// The same roots and the same client certificate and key (a reload compares settings
+    /// to say what needs a restart).
+    fn eq(&self, other: &Self) -> bool {
+        let same_client = match (&self.client, &other.client) {
+            (None, None) => true,
+            (Some(a), Some(b)) => a.chain == b.chain && a.key.secret_der() == b.key.secret_der(),
+            _ => false,
+        };
+        self.roots == other.roots && same_client
+    }
+}
+
+impl Eq for CollectorTls {}
+
 /// The OTLP export of request spans.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TracingSettings {
-    /// The collector's OTLP/gRPC endpoint (`http://host:4317`).
+    /// The collector's OTLP/gRPC endpoint (`http://host:4317`, or `https://` with TLS).
     pub endpoint: String,
+    /// TLS to the collector, for an `https` endpoint.
+    pub tls: Option<CollectorTls>,
     /// The `service.name` resource attribute (`warden` by default).
     pub service_name: String,
     /// What spans say of the subject.
@@ -44,6 +73,7 @@ pub struct TracingSettings {
 
 pub(super) fn settings(
     section: &Spanned<RawTracing>,
+    base_dir: &Path,
     errors: &mut Collector<'_>,
 ) -> Option<TracingSettings> {
     let t = section.get_ref();
@@ -51,15 +81,47 @@ pub(super) fn settings(
     let endpoint_ok = endpoint
         .parse::<http::Uri>()
         .ok()
-        .filter(|u| u.scheme_str() == Some("http") && u.authority().is_some());
+        .filter(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some());
     if endpoint_ok.is_none() {
         errors.at(
             t.endpoint.span(),
             "tracing.endpoint",
             "expected the collector's OTLP/gRPC address such as http://127.0.0.1:4317 \
-             (plain http: run the collector beside warden)",
+             or https://collector.example:4317",
         );
     }
+    let https = endpoint_ok
+        .as_ref()
+        .is_some_and(|u| u.scheme_str() == Some("https"));
+    let tls = if https {
+        Some(CollectorTls {
+            roots: t
+                .ca
+                .as_ref()
+                .and_then(|ca| read_certificates(base_dir, ca, "tracing.ca", errors))
+                .unwrap_or_default(),
+            client: t.client_certificate.as_ref().and_then(|pair| {
+                let pair = pair.get_ref();
+                key_pair(
+                    base_dir,
+                    (&pair.cert, &pair.key),
+                    "tracing.client_certificate",
+                    errors,
+                )
+            }),
+        })
+    } else {
+        let fields = [
+            t.ca.as_ref().map(|v| (v.span(), "tracing.ca")),
+            t.client_certificate
+                .as_ref()
+                .map(|v| (v.span(), "tracing.client_certificate")),
+        ];
+        for (span, field) in fields.into_iter().flatten() {
+            errors.at(span, field, "TLS settings need an https endpoint");
+        }
+        None
+    };
     let subject = match t.subject.as_ref().map(|s| (s, s.get_ref().as_str())) {
         None | Some((_, "hash")) => SubjectInSpans::Hash,
         Some((_, "omit")) => SubjectInSpans::Omit,
@@ -118,6 +180,7 @@ pub(super) fn settings(
     };
     endpoint_ok.map(|_| TracingSettings {
         endpoint: endpoint.to_owned(),
+        tls,
         service_name,
         subject,
         queue,

@@ -1,6 +1,7 @@
 //! OpenTelemetry tracing of requests: a server span per request with what the decision
 //! said, a client span around the upstream exchange whose id goes upstream in
-//! `traceparent`, exported over OTLP/gRPC in batches.
+//! `traceparent`, exported over OTLP/gRPC in batches (over TLS to an `https` endpoint,
+//! with a client certificate when configured).
 //!
 //! Built only when `[tracing]` is configured: without it the gateway holds `None` and the
 //! request path tests one `Option`, building nothing. The client's `traceparent` is believed
@@ -22,7 +23,9 @@ use opentelemetry::trace::{
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider, SpanExporter as _};
-use warden_core::config::{SubjectInSpans, TracingSettings};
+use rustls_pki_types::PrivateKeyDer;
+use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+use warden_core::config::{CollectorTls, SubjectInSpans, TracingSettings};
 use warden_core::{Decision, Reason};
 
 use crate::metrics::Metrics;
@@ -56,11 +59,15 @@ impl Telemetry {
             .with_service_name(settings.service_name.clone())
             .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
             .build();
-        let mut exporter = opentelemetry_otlp::SpanExporter::builder()
+        let mut builder = opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
             .with_endpoint(settings.endpoint.clone())
-            .with_timeout(settings.export_timeout)
-            .build()?;
+            .with_timeout(settings.export_timeout);
+        if let Some(tls) = &settings.tls {
+            use opentelemetry_otlp::WithTonicConfig as _;
+            builder = builder.with_tls_config(client_tls(tls));
+        }
+        let mut exporter = builder.build()?;
         exporter.set_resource(&resource);
         let (processor, export) = export::QueueProcessor::new(exporter, settings, metrics);
         let provider = SdkTracerProvider::builder()
@@ -120,6 +127,42 @@ impl Telemetry {
             tracing::warn!("the OTLP export did not finish in time; queued spans are lost");
         }
     }
+}
+
+/// tonic's TLS settings for the collector: the configured CA (else the system's roots), and
+/// the client certificate when there is one. tonic takes PEM, so the checked DER is written
+/// back as PEM here.
+fn client_tls(tls: &CollectorTls) -> ClientTlsConfig {
+    let mut config = ClientTlsConfig::new();
+    if tls.roots.is_empty() {
+        config = config.with_native_roots();
+    }
+    for root in &tls.roots {
+        config = config.ca_certificate(Certificate::from_pem(pem("CERTIFICATE", root)));
+    }
+    if let Some(pair) = &tls.client {
+        let chain: String = pair.chain.iter().map(|c| pem("CERTIFICATE", c)).collect();
+        let label = match pair.key.as_ref() {
+            PrivateKeyDer::Pkcs1(_) => "RSA PRIVATE KEY",
+            PrivateKeyDer::Sec1(_) => "EC PRIVATE KEY",
+            _ => "PRIVATE KEY",
+        };
+        config = config.identity(Identity::from_pem(chain, pem(label, pair.key.secret_der())));
+    }
+    config
+}
+
+/// One PEM block (RFC 7468): the base64 of `der` in lines of 64.
+fn pem(label: &str, der: &[u8]) -> String {
+    use base64::Engine as _;
+    let body = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in body.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(line));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
 }
 
 /// One request's server span.

@@ -75,6 +75,27 @@ impl Receiver {
         (receiver, addr)
     }
 
+    /// A receiver over TLS with `server` as its certificate, asking for a client
+    /// certificate that chains to `client_ca`.
+    async fn start_tls(server: &common::certs::Issued, client_ca: &str) -> (Self, SocketAddr) {
+        use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+        let receiver = Self::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let tls = ServerTlsConfig::new()
+            .identity(Identity::from_pem(&server.cert, &server.key))
+            .client_ca_root(Certificate::from_pem(client_ca));
+        let service = TraceServiceServer::new(receiver.clone());
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .tls_config(tls)
+                .unwrap()
+                .add_service(service)
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+        );
+        (receiver, addr)
+    }
+
     /// Wait until `count` spans arrived (bounded), and return them all.
     async fn wait_for(&self, count: usize) -> Vec<(String, Span)> {
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -439,5 +460,63 @@ async fn forward_auth_and_ext_authz_questions_are_traced_like_requests() {
     assert_eq!(a["client.address"], "198.51.100.9");
     assert_eq!(a["http.response.status_code"], "200");
     assert!(upstream.seen().is_empty(), "a question reaches no upstream");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn spans_go_to_a_collector_over_tls_with_a_client_certificate() {
+    let dir = std::env::temp_dir().join(format!("warden-otlp-tls-{}", std::process::id()));
+    let ca = common::certs::TestCa::new("collector CA");
+    let ca_file = ca.write(&dir, "collector-ca");
+    let (cert, key) = ca
+        .client("warden", &["warden.test"])
+        .write(&dir, "warden-client");
+    let (receiver, otlp) =
+        Receiver::start_tls(&ca.server("collector", &["127.0.0.1"]), ca.pem()).await;
+    let upstream = Upstream::start().await;
+    let tls = format!(
+        "[tracing]\nendpoint = \"https://{otlp}\"\ninterval = \"20ms\"\nca = {:?}\nclient_certificate = {{ cert = {:?}, key = {:?} }}\n",
+        ca_file.display().to_string(),
+        cert.display().to_string(),
+        key.display().to_string(),
+    );
+    let gw = traced_gateway(&upstream, &tls).await;
+    let r = client()
+        .get(format!("http://{}/public", gw.proxy_addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let spans = receiver.wait_for(2).await;
+    assert!(spans.iter().any(|(_, s)| s.kind == SpanKind::Server as i32));
+    gw.shutdown().await;
+
+    // Without the CA, the collector's certificate is not trusted (the system's roots do not
+    // know the test CA): nothing is exported, the failures are counted, and requests are
+    // answered all the same.
+    let before = receiver.spans.lock().unwrap().len();
+    let untrusted = format!(
+        "[tracing]\nendpoint = \"https://{otlp}\"\ninterval = \"20ms\"\nexport_timeout = \"1s\"\n"
+    );
+    let gw = traced_gateway(&upstream, &untrusted).await;
+    let r = client()
+        .get(format!("http://{}/public", gw.proxy_addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while spans_counted(&gw, "failed").await == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the failed export was not counted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        receiver.spans.lock().unwrap().len(),
+        before,
+        "nothing arrived"
+    );
     gw.shutdown().await;
 }
