@@ -6,7 +6,9 @@
 //! bound to. The manager keeps the socket open across restarts of warden, so connections
 //! that arrive while one process stops and the next starts wait in its queue: none is
 //! refused. A socket bound here may carry `SO_REUSEPORT` (`[gateway] reuse_port`), so a new
-//! process can listen beside the old one while the old one drains.
+//! process can listen beside the old one while the old one drains; the connections queued
+//! at the old socket when it closes are reset unless the kernel migrates them
+//! (`net.ipv4.tcp_migrate_req = 1`), which warden says at start when it does not.
 
 use std::net::SocketAddr;
 
@@ -99,12 +101,28 @@ pub(crate) fn acquire(
     let bind_error = |source| StartError::Bind { addr, source };
     let std_listener = match inherited.take(role, addr) {
         Some(listener) => listener,
-        None => bind(addr, reuse_port).map_err(bind_error)?,
+        None => {
+            if reuse_port && !queued_connections_migrate() {
+                tracing::warn!(
+                    listener = role,
+                    "reuse_port is on but net.ipv4.tcp_migrate_req is 0: connections queued at this process's socket when it stops will be reset; set it to 1 (Linux 5.14+) for restarts that lose none"
+                );
+            }
+            bind(addr, reuse_port).map_err(bind_error)?
+        }
     };
     std_listener.set_nonblocking(true).map_err(bind_error)?;
     let listener = TcpListener::from_std(std_listener).map_err(bind_error)?;
     let bound = listener.local_addr().map_err(bind_error)?;
     Ok((listener, bound))
+}
+
+/// Whether the kernel moves the connections queued at a closing `SO_REUSEPORT` socket to
+/// another socket of its group (`net.ipv4.tcp_migrate_req`, Linux 5.14+, which applies to
+/// IPv6 too) instead of resetting them: what makes a restart with an overlap lossless.
+/// Where it cannot be read (another system), the answer is no.
+fn queued_connections_migrate() -> bool {
+    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_migrate_req").is_ok_and(|v| v.trim() == "1")
 }
 
 /// A socket bound here: `SO_REUSEADDR` (a restart does not wait for old connections'
