@@ -85,7 +85,8 @@ pub(crate) async fn reload(shared: &Arc<Shared>) -> Result<ReloadReport, ReloadE
         tracing::error!(file = %path.display(), error = %e, "configuration reload refused; the running configuration stays");
         e
     };
-    let upstream = UpstreamClient::new(&config).map_err(|e| refused(e.into()))?;
+    let upstream = UpstreamClient::replacing(&config, Some(&shared.upstream.load()))
+        .map_err(|e| refused(e.into()))?;
     let tls = match (&config.serve.tls, &shared.tls) {
         (Some(settings), Some(_)) => Some(
             super::tls::server_config(settings, &old.config().serve.http2)

@@ -1,15 +1,16 @@
 //! Several hosts per upstream, each a real recording upstream on loopback: round robin and
 //! least requests, retries only for idempotent requests that never reached a host, passive
-//! ejection after consecutive failures, the active health check, and the 503 when no host
-//! is healthy.
+//! ejection after consecutive failures (kept across a reload), the active health check, and
+//! the 503 when no host is healthy.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::Value;
 use tokio::net::TcpListener;
-use warden::gateway::Gateway;
-use warden_testkit::fixture;
+use warden::gateway::{Gateway, Listeners};
+use warden_core::Config;
+use warden_testkit::{Fixture, fixture};
 
 use crate::common::{Upstream, client, gateway};
 
@@ -21,16 +22,20 @@ async fn closed_port() -> SocketAddr {
     addr
 }
 
-async fn pool_gateway(hosts: &[SocketAddr], settings: &str) -> Gateway {
+/// The `public` fixture with the upstream `pool` of `hosts` and routes to it.
+fn pool_fixture(hosts: &[SocketAddr], settings: &str) -> Fixture {
     let urls: Vec<String> = hosts.iter().map(|h| format!("\"http://{h}\"")).collect();
-    let unused = Upstream::start().await;
-    let config = fixture("public").append(&format!(
+    fixture("public").append(&format!(
         "[upstreams.pool]\nurls = [{}]\n{settings}\n\
          [[routes]]\npath = \"/pool/{{rest}}\"\nmethods = [\"GET\", \"POST\"]\nupstream = \"pool\"\n\
          [[routes]]\npath = \"/slow\"\nupstream = \"pool\"\n",
         urls.join(", ")
-    ));
-    gateway(config, &unused).await
+    ))
+}
+
+async fn pool_gateway(hosts: &[SocketAddr], settings: &str) -> Gateway {
+    let unused = Upstream::start().await;
+    gateway(pool_fixture(hosts, settings), &unused).await
 }
 
 async fn get(gw: &Gateway, path: &str) -> reqwest::Response {
@@ -151,6 +156,67 @@ async fn consecutive_failures_eject_a_host_for_a_while() {
     );
     assert_eq!(live.seen().len(), 8);
     gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_reload_keeps_what_is_known_of_the_hosts_health() {
+    let live = Upstream::start().await;
+    let dead = closed_port().await;
+    let unused = Upstream::start().await;
+    let dir = std::env::temp_dir().join(format!("warden-pool-reload-{}", std::process::id()));
+    let path = pool_fixture(&[dead, live.addr], "eject_after = 2\neject_for = \"1h\"")
+        .upstream(unused.addr)
+        .write_to(&dir);
+    let gw = Gateway::start(
+        Config::load(&path).unwrap(),
+        Listeners {
+            proxy: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            ..Listeners::default()
+        },
+    )
+    .await
+    .unwrap();
+    let post = || {
+        client()
+            .post(format!("http://{}/pool/x", gw.proxy_addr))
+            .body("payload")
+            .send()
+    };
+    let mut failed = 0;
+    for _ in 0..6 {
+        if post().await.unwrap().status() == 502 {
+            failed += 1;
+        }
+    }
+    assert_eq!(failed, 2, "the dead host is ejected");
+
+    // A reload builds the pools anew; the dead host is still out, so no POST fails.
+    gw.reload().await.unwrap();
+    for _ in 0..6 {
+        assert_eq!(post().await.unwrap().status(), 200);
+    }
+    assert_eq!(live.seen().len(), 10);
+
+    // Once the upstream no longer has the host, nothing of it is kept; a host new to the
+    // pool starts in rotation.
+    let other = closed_port().await;
+    std::fs::write(
+        &path,
+        std::fs::read_to_string(&path)
+            .unwrap()
+            .replace(&dead.to_string(), &other.to_string()),
+    )
+    .unwrap();
+    gw.reload().await.unwrap();
+    let mut failed = 0;
+    for _ in 0..6 {
+        if post().await.unwrap().status() == 502 {
+            failed += 1;
+        }
+    }
+    assert_eq!(failed, 2, "the new host is tried, and ejected in its turn");
+    gw.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]

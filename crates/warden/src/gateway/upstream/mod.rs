@@ -121,9 +121,16 @@ impl UpstreamClient {
     /// A pool per upstream of `config`, each with its own TLS settings and hosts; the
     /// active health checks start here and stop when the pool is dropped (on reload).
     pub fn new(config: &Config) -> Result<Self, UpstreamError> {
+        Self::replacing(config, None)
+    }
+
+    /// The pools of `config` replacing those of `previous` (a reload): an upstream of the
+    /// same name keeps the health of the hosts it still has.
+    pub fn replacing(config: &Config, previous: Option<&Self>) -> Result<Self, UpstreamError> {
         let mut pools = HashMap::new();
         for (name, upstream) in &config.upstreams {
-            let pool = Arc::new(Pool::new(name, upstream, &config.serve)?);
+            let before = previous.and_then(|p| p.pools.get(name)).map(Arc::as_ref);
+            let pool = Arc::new(Pool::new(name, upstream, &config.serve, before)?);
             pool::start_health_checks(&pool);
             pools.insert(Arc::clone(name), pool);
         }

@@ -26,33 +26,51 @@ pub(crate) struct Pool {
     checker: Option<Client<Connector, Empty<Bytes>>>,
     hosts: Box<[Host]>,
     next: AtomicUsize,
+    /// What the hosts' ejection times count from; a pool that replaces another keeps its.
+    epoch: Instant,
 }
 
 impl Pool {
+    /// The pool of `upstream`. When it replaces `previous` (a reload), each host that was
+    /// already there keeps what is known of its health: an ejected host stays out for the
+    /// rest of its time (while ejection still applies), a host the active check found down
+    /// stays down until the check finds it up (while a check still runs). A reload does not
+    /// send requests to a host known to fail.
     pub(super) fn new(
         name: &Arc<str>,
         upstream: &Upstream,
         serve: &ServeSettings,
+        previous: Option<&Self>,
     ) -> Result<Self, UpstreamError> {
         let connector = connect::connector(name, upstream, serve)?;
         let checker = upstream
             .health
             .is_some()
             .then(|| connect::client(connector.clone(), upstream));
-        let epoch = Instant::now();
+        let epoch = previous.map_or_else(Instant::now, |p| p.epoch);
         // Ejecting the only host would only turn its 502s into 503s and hide its recovery.
         let passive = (upstream.hosts.len() > 1).then_some(upstream.passive);
+        let hosts: Box<[Host]> = upstream
+            .hosts
+            .iter()
+            .map(|authority| {
+                let host = Host::new(authority.clone(), passive, epoch);
+                let known =
+                    previous.and_then(|p| p.hosts.iter().find(|h| h.authority == *authority));
+                if let Some(old) = known {
+                    host.carry(old, upstream.health.is_some());
+                }
+                host
+            })
+            .collect();
         Ok(Self {
             name: Arc::clone(name),
             client: connect::client(connector, upstream),
             checker,
-            hosts: upstream
-                .hosts
-                .iter()
-                .map(|authority| Host::new(authority.clone(), passive, epoch))
-                .collect(),
+            hosts,
             upstream: upstream.clone(),
             next: AtomicUsize::new(0),
+            epoch,
         })
     }
 
@@ -114,6 +132,22 @@ impl Host {
             down: AtomicBool::new(false),
             passive,
             epoch,
+        }
+    }
+
+    /// Take over what `old` (the same host, in the pool this one's replaces, with the same
+    /// epoch) knew: its failures and ejection when ejection still applies, its active check's
+    /// verdict when a check still runs (else nothing would ever bring it back).
+    fn carry(&self, old: &Self, checked: bool) {
+        if self.passive.is_some() {
+            self.failures
+                .store(old.failures.load(Ordering::Relaxed), Ordering::Relaxed);
+            self.ejected_until
+                .store(old.ejected_until.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+        if checked {
+            self.down
+                .store(old.down.load(Ordering::Relaxed), Ordering::Relaxed);
         }
     }
 
