@@ -721,6 +721,13 @@ async fn futures_join(cookie: &str, base: &str) -> Vec<StatusCode> {
     out
 }
 
+/// The `[state]` of instances sharing the test Redis under `prefix`.
+fn shared_state(prefix: &str) -> String {
+    format!(
+        "\n[state]\nbackend = \"redis\"\nredis_url = \"redis://{SHARED}\"\nkey_prefix = \"{prefix}\"\n"
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instances_sharing_redis_refresh_a_session_once_between_them() {
     require_shared();
@@ -732,9 +739,7 @@ async fn instances_sharing_redis_refresh_a_session_once_between_them() {
     // and not again for 5 s after a refresh.
     let provider = provider_for(&[port_a, port_b], None, 40, "client_secret_basic");
     let dir = scratch("refresh-two-instances");
-    let extra = format!(
-        "refresh_before = \"35s\"\n[state]\nbackend = \"redis\"\nredis_url = \"redis://{SHARED}\"\nkey_prefix = \"{prefix}\"\n"
-    );
+    let extra = format!("refresh_before = \"35s\"\n{}", shared_state(&prefix));
     let a = instance(&dir, "a", &provider, port_a, &upstream, &extra).await;
     let b = instance(&dir, "b", &provider, port_b, &upstream, &extra).await;
     let jar = Arc::new(Jar::default());
@@ -779,9 +784,7 @@ async fn logout_ends_the_session_on_every_instance_sharing_redis() {
     let (port_a, port_b) = (free_port(), free_port());
     let provider = provider_for(&[port_a, port_b], Some(port_b), 600, "client_secret_basic");
     let dir = scratch("two-instances");
-    let state = format!(
-        "\n[state]\nbackend = \"redis\"\nredis_url = \"redis://{SHARED}\"\nkey_prefix = \"{prefix}\"\n"
-    );
+    let state = shared_state(&prefix);
     let a = instance(&dir, "a", &provider, port_a, &upstream, &state).await;
     let b = instance(&dir, "b", &provider, port_b, &upstream, &state).await;
 

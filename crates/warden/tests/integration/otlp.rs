@@ -463,6 +463,17 @@ async fn forward_auth_and_ext_authz_questions_are_traced_like_requests() {
     gw.shutdown().await;
 }
 
+/// `GET /public` through the gateway; the status.
+async fn public(gw: &Gateway) -> u16 {
+    client()
+        .get(format!("http://{}/public", gw.proxy_addr))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
 #[tokio::test]
 async fn spans_go_to_a_collector_over_tls_with_a_client_certificate() {
     let dir = std::env::temp_dir().join(format!("warden-otlp-tls-{}", std::process::id()));
@@ -481,12 +492,7 @@ async fn spans_go_to_a_collector_over_tls_with_a_client_certificate() {
         key.display().to_string(),
     );
     let gw = traced_gateway(&upstream, &tls).await;
-    let r = client()
-        .get(format!("http://{}/public", gw.proxy_addr))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(public(&gw).await, 200);
     let spans = receiver.wait_for(2).await;
     assert!(spans.iter().any(|(_, s)| s.kind == SpanKind::Server as i32));
     gw.shutdown().await;
@@ -499,12 +505,7 @@ async fn spans_go_to_a_collector_over_tls_with_a_client_certificate() {
         "[tracing]\nendpoint = \"https://{otlp}\"\ninterval = \"20ms\"\nexport_timeout = \"1s\"\n"
     );
     let gw = traced_gateway(&upstream, &untrusted).await;
-    let r = client()
-        .get(format!("http://{}/public", gw.proxy_addr))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(public(&gw).await, 200);
     let deadline = Instant::now() + Duration::from_secs(20);
     while spans_counted(&gw, "failed").await == 0 {
         assert!(

@@ -132,26 +132,35 @@ async fn idempotent_requests_are_retried_on_another_host_only_when_never_sent() 
     gw.shutdown().await;
 }
 
+/// Send `n` POSTs (never retried) to the pool; how many were 502s.
+async fn failed_posts(gw: &Gateway, n: usize) -> usize {
+    let mut failed = 0;
+    for _ in 0..n {
+        let status = client()
+            .post(format!("http://{}/pool/x", gw.proxy_addr))
+            .body("payload")
+            .send()
+            .await
+            .unwrap()
+            .status();
+        match status.as_u16() {
+            502 => failed += 1,
+            200 => {}
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    failed
+}
+
 #[tokio::test]
 async fn consecutive_failures_eject_a_host_for_a_while() {
     let live = Upstream::start().await;
     let dead = closed_port().await;
     let gw = pool_gateway(&[dead, live.addr], "eject_after = 2\neject_for = \"1h\"").await;
-    let post = || {
-        client()
-            .post(format!("http://{}/pool/x", gw.proxy_addr))
-            .body("payload")
-            .send()
-    };
     // Round robin sends every other POST to the dead host until it is ejected.
-    let mut failed = 0;
-    for _ in 0..10 {
-        if post().await.unwrap().status() == 502 {
-            failed += 1;
-        }
-    }
     assert_eq!(
-        failed, 2,
+        failed_posts(&gw, 10).await,
+        2,
         "two failures eject the dead host; the rest go to the live one"
     );
     assert_eq!(live.seen().len(), 8);
@@ -176,25 +185,11 @@ async fn a_reload_keeps_what_is_known_of_the_hosts_health() {
     )
     .await
     .unwrap();
-    let post = || {
-        client()
-            .post(format!("http://{}/pool/x", gw.proxy_addr))
-            .body("payload")
-            .send()
-    };
-    let mut failed = 0;
-    for _ in 0..6 {
-        if post().await.unwrap().status() == 502 {
-            failed += 1;
-        }
-    }
-    assert_eq!(failed, 2, "the dead host is ejected");
+    assert_eq!(failed_posts(&gw, 6).await, 2, "the dead host is ejected");
 
     // A reload builds the pools anew; the dead host is still out, so no POST fails.
     gw.reload().await.unwrap();
-    for _ in 0..6 {
-        assert_eq!(post().await.unwrap().status(), 200);
-    }
+    assert_eq!(failed_posts(&gw, 6).await, 0);
     assert_eq!(live.seen().len(), 10);
 
     // Once the upstream no longer has the host, nothing of it is kept; a host new to the
@@ -208,13 +203,11 @@ async fn a_reload_keeps_what_is_known_of_the_hosts_health() {
     )
     .unwrap();
     gw.reload().await.unwrap();
-    let mut failed = 0;
-    for _ in 0..6 {
-        if post().await.unwrap().status() == 502 {
-            failed += 1;
-        }
-    }
-    assert_eq!(failed, 2, "the new host is tried, and ejected in its turn");
+    assert_eq!(
+        failed_posts(&gw, 6).await,
+        2,
+        "the new host is tried, and ejected in its turn"
+    );
     gw.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
