@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 
+pub use crate::auth::mtls::CertificateProblem;
 use crate::identity::Identity;
 
 /// The pipeline stages, in the order a request meets them (`pipeline::run`). A decision
@@ -174,6 +175,9 @@ pub enum Reason {
     InvalidToken(TokenProblem),
     /// An API key or a user name and password were sent and do not match.
     InvalidCredentials,
+    /// The client certificate of the connection was presented to an `mtls` source and is
+    /// not acceptable (another CA, expired, not for client authentication...).
+    InvalidCertificate(crate::auth::mtls::CertificateProblem),
     /// A network rule denies the client address.
     AddressDenied {
         /// Which rule list (`global` or the route's) and the rule's position, for the log.
@@ -278,9 +282,10 @@ impl Reason {
             Self::Session(_) => StatusCode::UNAUTHORIZED,
             Self::RouteNotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            Self::NoCredentials | Self::InvalidToken(_) | Self::InvalidCredentials => {
-                StatusCode::UNAUTHORIZED
-            }
+            Self::NoCredentials
+            | Self::InvalidToken(_)
+            | Self::InvalidCredentials
+            | Self::InvalidCertificate(_) => StatusCode::UNAUTHORIZED,
             Self::MissingRole { .. }
             | Self::AddressDenied { .. }
             | Self::InsufficientScope { .. }
@@ -314,6 +319,7 @@ impl Reason {
             Self::NoCredentials => "unauthenticated",
             Self::InvalidToken(_) => "invalid_token",
             Self::InvalidCredentials => "invalid_credentials",
+            Self::InvalidCertificate(_) => "invalid_certificate",
             Self::MissingRole { .. }
             | Self::AddressDenied { .. }
             | Self::PolicyForbids { .. }
@@ -359,6 +365,7 @@ impl Reason {
             Self::BodyTooLarge { limit } => format!("body larger than {limit} bytes"),
             Self::WafBlocked(detection) => detection.describe(),
             Self::InvalidToken(problem) => problem.as_str().to_owned(),
+            Self::InvalidCertificate(problem) => format!("client certificate {}", problem.as_str()),
             Self::MissingRole { needed, held } => {
                 format!(
                     "needs role {}; caller has {}",
@@ -441,6 +448,11 @@ pub enum Scheme {
         /// The cookie the token is read from.
         name: Arc<str>,
     },
+    /// The client certificate of the TLS connection (`ClientCertificate realm="…"`). No
+    /// scheme is registered for it: RFC 8120's `Mutual` is a password-based protocol, and a
+    /// 401 must carry at least one challenge (RFC 9110 §15.5.2), so warden names it as it
+    /// names API keys.
+    ClientCertificate,
 }
 
 /// A unique id for each decision, sent in the problem's `instance` and logged.

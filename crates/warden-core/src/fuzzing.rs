@@ -23,7 +23,7 @@ fn routes(config: &Config) -> &[Route] {
 pub fn credentials(config: &Config, headers: &HeaderMap) -> Vec<Result<bool, Reason>> {
     routes(config)
         .iter()
-        .map(|route| auth::find_credential(&route.sources, headers).map(|p| p.is_some()))
+        .map(|route| auth::find_credential(&route.sources, headers, &[]).map(|p| p.is_some()))
         .collect()
 }
 

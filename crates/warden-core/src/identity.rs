@@ -17,6 +17,8 @@ pub enum CredentialKind {
     Basic,
     /// A browser session (the sealed session cookie of an `oidc` source).
     Session,
+    /// The client certificate of the TLS connection (an `mtls` source).
+    ClientCertificate,
 }
 
 impl CredentialKind {
@@ -29,6 +31,7 @@ impl CredentialKind {
             Self::ApiKey => "api_key",
             Self::Basic => "basic",
             Self::Session => "session",
+            Self::ClientCertificate => "client_certificate",
         }
     }
 }

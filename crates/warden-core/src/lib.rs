@@ -96,8 +96,10 @@ impl Engine {
     /// remembered as verified.)
     pub fn flush_token_cache(&self) {
         for source in self.config.sources.values() {
-            if let auth::Source::Jwt(jwt) = source.as_ref() {
-                jwt.cache.flush();
+            match source.as_ref() {
+                auth::Source::Jwt(jwt) => jwt.cache.flush(),
+                auth::Source::Mtls(mtls) => mtls.cache.flush(),
+                _ => {}
             }
         }
     }
@@ -253,6 +255,10 @@ fn hint(reason: &Reason) -> Option<String> {
             format!("get a valid token ({})", p.description().to_lowercase())
         }
         Reason::InvalidCredentials => "send a valid key or user name and password".to_owned(),
+        Reason::InvalidCertificate(p) => format!(
+            "present a valid client certificate of the source's CA ({})",
+            p.description().to_lowercase()
+        ),
         Reason::GeoDenied { .. } => "the client's country is denied by a geo rule".to_owned(),
         Reason::AddressDenied { .. } => "the client address is denied by a network rule".to_owned(),
         Reason::MissingRole { needed, held } => {

@@ -3,6 +3,7 @@
 use std::net::IpAddr;
 
 use http::{HeaderMap, HeaderValue, Method};
+use rustls_pki_types::CertificateDer;
 
 /// A borrowed view of one request. The gateway, the tower layer and the CLI build it from
 /// whatever they hold; the engine never owns or mutates the request.
@@ -21,6 +22,12 @@ pub struct RequestView<'a> {
     /// The authority the request names besides `Host`: HTTP/2's `:authority`, or the
     /// authority of an absolute-form target. One that disagrees with `Host` is refused.
     pub authority: Option<&'a str>,
+    /// The certificate chain the client presented in the TLS handshake, leaf first; empty
+    /// when it presented none (or the connection is not TLS). Only a front end that
+    /// terminated the TLS connection sets it, from the connection itself: never from a
+    /// header. The `mtls` sources verify it against their own CAs, whatever the handshake
+    /// accepted.
+    pub client_certificates: &'a [CertificateDer<'a>],
 }
 
 /// What the engine knows of the request body.
@@ -46,7 +53,15 @@ impl<'a> RequestView<'a> {
             peer,
             body: BodyView::NotRead,
             authority: None,
+            client_certificates: &[],
         }
+    }
+
+    /// The same view with the certificate chain the client presented (leaf first).
+    #[must_use]
+    pub fn with_client_certificates(mut self, chain: &'a [CertificateDer<'a>]) -> Self {
+        self.client_certificates = chain;
+        self
     }
 
     /// The same view with the authority the request names besides `Host`.

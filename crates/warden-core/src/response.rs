@@ -361,6 +361,7 @@ fn detail(reason: &Reason, verbosity: Verbosity) -> String {
         Reason::NoCredentials => "This resource requires authentication.".to_owned(),
         Reason::InvalidToken(problem) => format!("{}.", problem.description()),
         Reason::InvalidCredentials => "The credentials are not valid.".to_owned(),
+        Reason::InvalidCertificate(problem) => format!("{}.", problem.description()),
         Reason::AddressDenied { .. } => "Requests from this address are not allowed.".to_owned(),
         Reason::GeoDenied {
             blocked_by: Some(_),
@@ -464,6 +465,13 @@ fn challenge_values(reason: &Reason, schemes: &[Scheme], realm: &str) -> Vec<Hea
             Scheme::Basic => format!("Basic realm={realm}, charset=\"UTF-8\""),
             Scheme::ApiKey { header } => format!("ApiKey realm={realm}, header={}", quote(header)),
             Scheme::Cookie { name } => format!("Cookie realm={realm}, cookie-name={}", quote(name)),
+            Scheme::ClientCertificate => match reason {
+                Reason::InvalidCertificate(p) => format!(
+                    "ClientCertificate realm={realm}, error=\"invalid_certificate\", error_description={}",
+                    quote(p.description())
+                ),
+                _ => format!("ClientCertificate realm={realm}"),
+            },
         };
         if let Ok(v) = HeaderValue::from_str(&value) {
             out.push(v);

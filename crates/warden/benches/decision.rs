@@ -102,6 +102,7 @@ fn live_record(c: &mut Criterion) {
         method: &Method::GET,
         target: "/docs/7",
         at: now,
+        client_certificates: &[],
     };
     let mut group = c.benchmark_group("live_record");
     group.bench_function("allowed", |b| {

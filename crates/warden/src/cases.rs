@@ -209,6 +209,7 @@ fn prepare(case: &Case, now: SystemTime) -> Result<Prepared<'_>, String> {
             headers,
             peer: request.ip.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
             at,
+            client_certificates: Vec::new(),
         },
         assumed,
     })

@@ -137,6 +137,10 @@ struct ExplainArgs {
     /// An attribute of the assumed subject, `key=value`; integers and true/false are typed.
     #[arg(long = "attr", value_name = "KEY=VALUE", requires = "subject", value_parser = explain::parse_attr)]
     attributes: Vec<(String, serde_json::Value)>,
+    /// A PEM file with the client certificate (and its intermediates) the request presents
+    /// in the TLS handshake, for routes of `mtls` sources.
+    #[arg(long, value_name = "FILE")]
+    client_cert: Option<PathBuf>,
     /// The output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
@@ -252,12 +256,23 @@ fn explain_command(args: ExplainArgs) -> ExitCode {
     } else {
         (args.method, args.path.unwrap_or_default(), headers)
     };
+    let client_certificates = match &args.client_cert {
+        None => Vec::new(),
+        Some(path) => match explain::read_client_certificates(path) {
+            Ok(chain) => chain,
+            Err(message) => {
+                eprintln!("warden: --client-cert: {message}");
+                return ExitCode::from(1);
+            }
+        },
+    };
     let request = RequestSpec {
         method,
         target,
         headers,
         peer: args.ip,
         at: args.at.unwrap_or_else(SystemTime::now),
+        client_certificates,
     };
     let assumed = args.subject.map(|subject| Assumed {
         subject,

@@ -43,6 +43,9 @@ pub struct RequestFacts<'a> {
     pub target: &'a str,
     /// When the request arrived.
     pub at: SystemTime,
+    /// The client certificate chain of the connection (empty for none), kept with the
+    /// headers to explain a refusal.
+    pub client_certificates: &'a [rustls_pki_types::CertificateDer<'static>],
 }
 
 /// One decision as logged: the decision and the facts of its request, owned.

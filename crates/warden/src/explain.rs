@@ -53,12 +53,35 @@ pub struct RequestSpec {
     pub peer: IpAddr,
     /// The time of the decision.
     pub at: SystemTime,
+    /// The client certificate chain presented in the TLS handshake, leaf first (empty for
+    /// none).
+    pub client_certificates: Vec<rustls_pki_types::CertificateDer<'static>>,
 }
 
 impl RequestSpec {
     fn view(&self) -> RequestView<'_> {
         RequestView::new(&self.method, &self.target, &self.headers, self.peer)
+            .with_client_certificates(&self.client_certificates)
     }
+}
+
+/// The certificates of a PEM file, leaf first: the chain `--client-cert` presents.
+///
+/// # Errors
+/// When the file cannot be read or holds no certificate.
+pub fn read_client_certificates(
+    path: &std::path::Path,
+) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, String> {
+    use rustls_pki_types::pem::PemObject as _;
+    let bytes =
+        std::fs::read(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+    let chain = rustls_pki_types::CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("`{}` is not PEM: {e}", path.display()))?;
+    if chain.is_empty() {
+        return Err(format!("`{}` holds no certificate", path.display()));
+    }
+    Ok(chain)
 }
 
 /// An identity taken as verified instead of the request's credentials.

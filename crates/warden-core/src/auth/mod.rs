@@ -4,11 +4,18 @@
 //! Exactly one credential may be presented. Two (say a bearer token and an API key, or
 //! two `Authorization` headers) are refused as `invalid_request` rather than guessed at
 //! (RFC 6750 §3.1): a valid credential must never mask an invalid one.
+//!
+//! A client certificate is a property of the connection, not of the request, but on a route
+//! that accepts an `mtls` source it counts as that route's credential like any other: a
+//! certificate and a bearer token together are two credentials, refused the same way (an
+//! invalid certificate is never masked by a valid token, nor the reverse). On a route
+//! without an `mtls` source the certificate is not looked at.
 
 pub mod api_key;
 pub mod basic;
 pub(crate) mod cache;
 pub mod jwt;
+pub mod mtls;
 pub mod oidc;
 
 use std::sync::Arc;
@@ -16,6 +23,7 @@ use std::sync::Arc;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use http::{HeaderMap, HeaderName, header};
+use rustls_pki_types::CertificateDer;
 
 use crate::decision::{Reason, Scheme, TokenProblem};
 use crate::identity::{CredentialKind, Identity};
@@ -29,6 +37,7 @@ pub(crate) enum Source {
     ApiKey(api_key::ApiKeySource),
     Basic(basic::BasicSource),
     Oidc(oidc::OidcSource),
+    Mtls(mtls::MtlsSource),
 }
 
 impl Source {
@@ -38,6 +47,7 @@ impl Source {
             Self::ApiKey(s) => &s.name,
             Self::Basic(s) => &s.name,
             Self::Oidc(s) => s.name(),
+            Self::Mtls(s) => &s.name,
         }
     }
 
@@ -63,6 +73,7 @@ impl Source {
             Self::Oidc(s) => Scheme::Cookie {
                 name: Arc::clone(&s.sessions.cookie),
             },
+            Self::Mtls(_) => Scheme::ClientCertificate,
         }
     }
 }
@@ -88,6 +99,8 @@ pub(crate) enum Presented<'a> {
         name: &'a str,
         sealed: &'a str,
     },
+    /// The connection's client certificate chain, leaf first, on a route of `mtls` sources.
+    ClientCertificate(&'a [CertificateDer<'a>]),
 }
 
 /// What a credential verified to.
@@ -146,9 +159,10 @@ impl PasswordCheck {
 pub(crate) fn authenticate(
     sources: &[Arc<Source>],
     headers: &HeaderMap,
+    client_certificates: &[CertificateDer<'_>],
     now: u64,
 ) -> Result<Verified, Reason> {
-    let presented = match find_credential(sources, headers)? {
+    let presented = match find_credential(sources, headers, client_certificates)? {
         Some(p) => p,
         None => return Err(Reason::NoCredentials),
     };
@@ -186,6 +200,29 @@ pub(crate) fn authenticate(
             ))
         }
         Presented::Session { name, sealed } => open_session(sources, name, sealed, now),
+        Presented::ClientCertificate(chain) => {
+            // The route's sources in order: the first whose CAs the chain verifies against.
+            // Of the refusals, one that got past the issuer (expired, not for client
+            // authentication) says more than another source's "unknown issuer".
+            let mut problem = None;
+            for source in sources {
+                if let Source::Mtls(src) = source.as_ref() {
+                    match src.verify(chain, now) {
+                        Ok(identity) => return Ok(Verified::Identity(identity)),
+                        Err(p) => {
+                            if problem.is_none()
+                                || problem == Some(mtls::CertificateProblem::UnknownIssuer)
+                            {
+                                problem = Some(p);
+                            }
+                        }
+                    }
+                }
+            }
+            Err(Reason::InvalidCertificate(
+                problem.unwrap_or(mtls::CertificateProblem::UnknownIssuer),
+            ))
+        }
         Presented::ApiKey { header, key } => sources
             .iter()
             .find_map(|s| match s.as_ref() {
@@ -266,6 +303,7 @@ fn more_telling(current: Option<TokenProblem>, next: TokenProblem) -> TokenProbl
 pub(crate) fn find_credential<'a>(
     sources: &'a [Arc<Source>],
     headers: &'a HeaderMap,
+    client_certificates: &'a [CertificateDer<'a>],
 ) -> Result<Option<Presented<'a>>, Reason> {
     let accepts_bearer = sources
         .iter()
@@ -347,6 +385,15 @@ pub(crate) fn find_credential<'a>(
                 }
                 if let Some(sealed) = find_cookie(headers, name)? {
                     found.push(Presented::Session { name, sealed });
+                }
+            }
+            Source::Mtls(_) => {
+                if !client_certificates.is_empty()
+                    && !found
+                        .iter()
+                        .any(|p| matches!(p, Presented::ClientCertificate(_)))
+                {
+                    found.push(Presented::ClientCertificate(client_certificates));
                 }
             }
             Source::Basic(_) => {}

@@ -186,6 +186,21 @@ pub const CLIENT_FORBIDDEN_HEADERS: [&str; 8] = [
     "x-method-override",
 ];
 
+/// Request headers through which TLS terminators pass a client certificate on (RFC 9440's
+/// `Client-Cert` and `Client-Cert-Chain`, Envoy's `X-Forwarded-Client-Cert`, and the
+/// common `X-SSL-Client-*` forms); removed from every forwarded request. warden terminates
+/// the TLS connection itself and reads the certificate from it: a client that sends one of
+/// these is claiming a certificate it did not present, and no upstream may believe it.
+pub const CLIENT_CERTIFICATE_HEADERS: [&str; 7] = [
+    "client-cert",
+    "client-cert-chain",
+    "x-forwarded-client-cert",
+    "x-client-cert",
+    "x-ssl-client-cert",
+    "x-ssl-client-verify",
+    "x-ssl-client-s-dn",
+];
+
 /// A JWKS document to fetch and refresh, for the gateway to keep current.
 #[derive(Debug, Clone)]
 pub struct JwksFetch {
@@ -337,9 +352,14 @@ impl Config {
         let sessions = oidc::sessions(raw.sessions.as_ref(), &base_dir, &mut errors);
         let mut sources = HashMap::new();
         for (name, source) in &raw.sources {
-            if let Some(checked) =
-                sources::check_source(name, source, &base_dir, sessions.as_ref(), &mut errors)
-            {
+            if let Some(checked) = sources::check_source(
+                name,
+                source,
+                &base_dir,
+                sessions.as_ref(),
+                raw.gateway.tls.is_some(),
+                &mut errors,
+            ) {
                 sources.insert(Arc::from(name.as_str()), Arc::new(checked));
             }
         }
@@ -407,7 +427,7 @@ impl Config {
                     Arc::clone(&o.sessions.cookie),
                     Arc::clone(&o.sessions.login_cookie),
                 ]),
-                Source::Basic(_) => {}
+                Source::Basic(_) | Source::Mtls(_) => {}
             }
         }
 
@@ -471,6 +491,29 @@ impl Config {
             })
             .collect();
         out.sort();
+        out
+    }
+
+    /// The CA certificates of every `mtls` source (sources in name order, each CA once):
+    /// the TLS listener asks clients for a certificate of one of these. Empty when no source
+    /// is `mtls`, and the listener then asks for none.
+    #[must_use]
+    pub fn client_certificate_roots(&self) -> Vec<rustls_pki_types::CertificateDer<'static>> {
+        let mut sources: Vec<&crate::auth::mtls::MtlsSource> = self
+            .sources
+            .values()
+            .filter_map(|s| match s.as_ref() {
+                Source::Mtls(m) => Some(m),
+                _ => None,
+            })
+            .collect();
+        sources.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut out: Vec<rustls_pki_types::CertificateDer<'static>> = Vec::new();
+        for root in sources.iter().flat_map(|s| s.roots()) {
+            if !out.contains(root) {
+                out.push(root.clone());
+            }
+        }
         out
     }
 
@@ -798,6 +841,7 @@ fn identity_headers(raw: &RawIdentityHeaders, errors: &mut Collector<'_>) -> Ide
     strip.extend(
         CLIENT_FORBIDDEN_HEADERS
             .iter()
+            .chain(&CLIENT_CERTIFICATE_HEADERS)
             .map(|h| HeaderName::from_static(h)),
     );
     IdentityHeaders {

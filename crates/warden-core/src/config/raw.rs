@@ -429,7 +429,7 @@ pub(crate) struct RawHttp2 {
     pub max_local_error_reset_streams: Option<u64>,
 }
 
-/// One identity source, by its `type`: `jwt`, `api_key`, `basic` or `oidc`.
+/// One identity source, by its `type`: `jwt`, `api_key`, `basic`, `oidc` or `mtls`.
 ///
 /// Tagged by `type`, but not with `#[serde(tag = "type")]`: serde buffers an internally
 /// tagged enum before it reads the tag, and its buffer keeps no spans, so `Spanned` fields
@@ -445,6 +445,7 @@ pub(crate) enum RawSource {
     Basic(RawBasicSource),
     /// Boxed like `Jwt`; its JWT fields are read into the `jwt` part.
     Oidc(Box<RawOidcSource>),
+    Mtls(RawMtlsSource),
     /// A `type` that is none of these. Kept rather than refused while parsing, so the check
     /// reports it at the value, under `sources.NAME.type`, among the file's other errors.
     Unknown(Spanned<String>),
@@ -505,6 +506,17 @@ pub(crate) struct RawClientKey {
     pub audience: Option<String>,
 }
 
+/// `type = "mtls"`: the client certificate of the TLS connection.
+#[derive(Debug, Default)]
+pub(crate) struct RawMtlsSource {
+    /// The PEM bundle of the CAs client certificates must chain to.
+    pub ca: Option<Spanned<String>>,
+    /// `cn`, `san_dns`, `san_uri` or `san_email` (default: URI SAN, else DNS SAN, else CN).
+    pub subject: Option<Spanned<String>>,
+    /// Subject (or `prefix*`) → roles.
+    pub roles: Option<Spanned<BTreeMap<String, Vec<String>>>>,
+}
+
 /// `type = "api_key"`: a key in a header, looked up by its SHA-256.
 #[derive(Debug, Default)]
 pub(crate) struct RawApiKeySource {
@@ -548,6 +560,9 @@ const SOURCE_FIELDS: &[&str] = &[
     "discovery_url",
     "post_logout_redirect_uri",
     "client_key",
+    "ca",
+    "subject",
+    "roles",
 ];
 
 /// A source's `type`, once it is one warden knows.
@@ -557,6 +572,7 @@ enum SourceKind {
     ApiKey,
     Basic,
     Oidc,
+    Mtls,
 }
 
 impl SourceKind {
@@ -566,6 +582,7 @@ impl SourceKind {
             "api_key" => Some(Self::ApiKey),
             "basic" => Some(Self::Basic),
             "oidc" => Some(Self::Oidc),
+            "mtls" => Some(Self::Mtls),
             _ => None,
         }
     }
@@ -576,6 +593,7 @@ impl SourceKind {
             Self::ApiKey => "api_key",
             Self::Basic => "basic",
             Self::Oidc => "oidc",
+            Self::Mtls => "mtls",
         }
     }
 
@@ -621,6 +639,7 @@ impl SourceKind {
                 "attributes",
                 "max_token_bytes",
             ],
+            Self::Mtls => &["type", "ca", "subject", "roles"],
         }
     }
 
@@ -697,6 +716,7 @@ impl<'de> Visitor<'de> for SourceVisitor {
         let mut api_key = RawApiKeySource::default();
         let mut basic = RawBasicSource::default();
         let mut oidc = RawOidcSource::default();
+        let mut mtls = RawMtlsSource::default();
         while let Some(key) = map.next_key_seed(SourceKey(kind))? {
             seen.push(key);
             match key {
@@ -736,6 +756,9 @@ impl<'de> Visitor<'de> for SourceVisitor {
                     put(&mut oidc.post_logout_redirect_uri, map.next_value()?, key)?;
                 }
                 "client_key" => put(&mut oidc.client_key, map.next_value()?, key)?,
+                "ca" => put(&mut mtls.ca, map.next_value()?, key)?,
+                "subject" => put(&mut mtls.subject, map.next_value()?, key)?,
+                "roles" => put(&mut mtls.roles, map.next_value()?, key)?,
                 _ => return Err(de::Error::unknown_field(key, SOURCE_FIELDS)),
             }
         }
@@ -757,6 +780,7 @@ impl<'de> Visitor<'de> for SourceVisitor {
             }),
             SourceKind::Basic => RawSource::Basic(basic),
             SourceKind::Oidc => RawSource::Oidc(Box::new(RawOidcSource { jwt, ..oidc })),
+            SourceKind::Mtls => RawSource::Mtls(mtls),
         })
     }
 }
@@ -836,6 +860,7 @@ mod tests {
             SourceKind::ApiKey,
             SourceKind::Basic,
             SourceKind::Oidc,
+            SourceKind::Mtls,
         ];
         for field in SOURCE_FIELDS {
             assert!(kinds.iter().any(|k| k.fields().contains(field)), "{field}");

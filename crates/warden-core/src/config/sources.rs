@@ -13,12 +13,13 @@ use toml::Spanned;
 
 use super::error::Collector;
 use super::parse_duration;
-use super::raw::{RawApiKeySource, RawBasicSource, RawJwtSource, RawKey, RawSource};
+use super::raw::{RawApiKeySource, RawBasicSource, RawJwtSource, RawKey, RawMtlsSource, RawSource};
 use crate::auth::Source;
 use crate::auth::api_key::{ApiKeyEntry, ApiKeySource};
 use crate::auth::basic::{BasicSource, BasicUser, PasswordHashKind};
 use crate::auth::cache::{DEFAULT_CAPACITY, TokenCache};
 use crate::auth::jwt::{JwtSource, KeySet, VerifyKey, is_hmac};
+use crate::auth::mtls::{MtlsSource, RoleRule, SubjectName};
 
 /// The shortest HMAC secret accepted: RFC 7518 §3.2 wants a key at least as long as the hash.
 const MIN_HMAC_SECRET: usize = 32;
@@ -28,6 +29,7 @@ pub(super) fn check_source(
     spanned: &Spanned<RawSource>,
     base_dir: &Path,
     sessions: Option<&Arc<crate::session::SessionSettings>>,
+    listener_tls: bool,
     errors: &mut Collector<'_>,
 ) -> Option<Source> {
     let before = errors.errors.len();
@@ -41,12 +43,15 @@ pub(super) fn check_source(
         RawSource::Oidc(raw) => {
             super::oidc::check_oidc(&name, raw, span, base_dir, sessions, errors).map(Source::Oidc)
         }
+        RawSource::Mtls(raw) => {
+            check_mtls(&name, raw, span, base_dir, listener_tls, errors).map(Source::Mtls)
+        }
         RawSource::Unknown(kind) => {
             errors.at(
                 kind.span(),
                 format!("sources.{name}.type"),
                 format!(
-                    "unknown source type `{}`; expected `jwt`, `api_key`, `basic` or `oidc`",
+                    "unknown source type `{}`; expected `jwt`, `api_key`, `basic`, `oidc` or `mtls`",
                     kind.get_ref()
                 ),
             );
@@ -58,6 +63,99 @@ pub(super) fn check_source(
     } else {
         None
     }
+}
+
+fn check_mtls(
+    name: &Arc<str>,
+    raw: &RawMtlsSource,
+    span: Range<usize>,
+    base_dir: &Path,
+    listener_tls: bool,
+    errors: &mut Collector<'_>,
+) -> Option<MtlsSource> {
+    let field = |f: &str| format!("sources.{name}.{f}");
+    if !listener_tls {
+        errors.at(
+            span.clone(),
+            field("type"),
+            "an `mtls` source needs `[gateway.tls]`: the client certificate is read from the \
+             TLS handshake of warden's own listener, never from a header",
+        );
+    }
+    let Some(ca) = &raw.ca else {
+        errors.at(
+            span,
+            field("ca"),
+            "an mtls source needs `ca`, the PEM bundle of the CAs its client certificates chain to",
+        );
+        return None;
+    };
+    let roots = super::tls::read_certificates(base_dir, ca, &field("ca"), errors)?;
+    let mut anchors = Vec::with_capacity(roots.len());
+    for (i, root) in roots.iter().enumerate() {
+        match webpki::anchor_from_trusted_cert(root) {
+            Ok(anchor) => anchors.push(anchor.to_owned()),
+            Err(e) => errors.at(
+                ca.span(),
+                field("ca"),
+                format!(
+                    "certificate {} of `{}` cannot be parsed: {e}",
+                    i + 1,
+                    ca.get_ref()
+                ),
+            ),
+        }
+    }
+    let subject = match raw.subject.as_ref().map(|s| (s, s.get_ref().as_str())) {
+        None => SubjectName::Auto,
+        Some((_, "cn")) => SubjectName::CommonName,
+        Some((_, "san_dns")) => SubjectName::SanDns,
+        Some((_, "san_uri")) => SubjectName::SanUri,
+        Some((_, "san_email")) => SubjectName::SanEmail,
+        Some((s, other)) => {
+            errors.at(
+                s.span(),
+                field("subject"),
+                format!(
+                    "unknown subject `{other}`; expected `cn`, `san_dns`, `san_uri` or `san_email`"
+                ),
+            );
+            SubjectName::Auto
+        }
+    };
+    let mut roles = Vec::new();
+    if let Some(map) = &raw.roles {
+        for (pattern, granted) in map.get_ref() {
+            let (text, prefix) = match pattern.strip_suffix('*') {
+                Some(text) => (text, true),
+                None => (pattern.as_str(), false),
+            };
+            if text.contains('*') {
+                errors.at(
+                    map.span(),
+                    field("roles"),
+                    format!(
+                        "`{pattern}`: a subject, or a prefix ending in one `*` (`*` alone: every subject)"
+                    ),
+                );
+                continue;
+            }
+            roles.push(RoleRule {
+                pattern: text.to_owned(),
+                prefix,
+                roles: granted.clone(),
+            });
+        }
+    }
+    Some(MtlsSource {
+        name: Arc::clone(name),
+        ca_file: base_dir.join(ca.get_ref()),
+        roots,
+        anchors,
+        subject,
+        roles,
+        cache: TokenCache::new(DEFAULT_CAPACITY),
+    })
 }
 
 fn check_jwt(
@@ -560,7 +658,7 @@ mod tests {
         assert_eq!(errors.len(), 2, "{errors:#?}");
         assert_eq!(
             errors[0].to_string(),
-            "warden.toml:4:8: sources.idp.type: unknown source type `jtw`; expected `jwt`, `api_key`, `basic` or `oidc`"
+            "warden.toml:4:8: sources.idp.type: unknown source type `jtw`; expected `jwt`, `api_key`, `basic`, `oidc` or `mtls`"
         );
         assert_eq!(errors[1].field, "routes[0].upstream");
         // Inline tables too.
@@ -570,7 +668,7 @@ mod tests {
                 2,
                 16,
                 "sources.idp.type".to_owned(),
-                "unknown source type `basic_auth`; expected `jwt`, `api_key`, `basic` or `oidc`"
+                "unknown source type `basic_auth`; expected `jwt`, `api_key`, `basic`, `oidc` or `mtls`"
                     .to_owned()
             )]
         );
@@ -661,6 +759,117 @@ mod tests {
                 "sources.keys.keys[0].sha256".to_owned(),
                 "expected 64 hex digits (the SHA-256 of the key)".to_owned()
             )]
+        );
+    }
+
+    /// A directory with `ca.pem` (a real CA), `empty.pem` and `garbled.pem` (PEM around
+    /// bytes that are no certificate).
+    fn mtls_dir() -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("warden-mtls-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let key = rcgen::KeyPair::generate().unwrap();
+        std::fs::write(dir.join("ca.pem"), params.self_signed(&key).unwrap().pem()).unwrap();
+        std::fs::write(dir.join("empty.pem"), "").unwrap();
+        std::fs::write(
+            dir.join("garbled.pem"),
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        dir
+    }
+
+    const TLS: &str = "[gateway.tls]\ncertificates = []\n";
+
+    /// The errors about the `clients` source, as (line, field, message), line 1 being the
+    /// first of `source`.
+    fn mtls_errors(tls: &str, source: &str) -> Vec<(usize, String, String)> {
+        let dir = mtls_dir();
+        let prefix = format!("{UPSTREAM}{tls}");
+        let lines = prefix.lines().count();
+        Config::parse(&format!("{prefix}{source}"), &dir.join("warden.toml"))
+            .err()
+            .map(|e| e.0)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|e| e.field.starts_with("sources.clients"))
+            .map(|e| (e.line - lines, e.field, e.message))
+            .collect()
+    }
+
+    #[test]
+    fn an_mtls_source_reads_its_ca_bundle() {
+        let ok = "[sources.clients]\ntype = \"mtls\"\nca = \"ca.pem\"\nsubject = \"san_uri\"\nroles = { \"spiffe://a/*\" = [\"svc\"] }\n";
+        assert_eq!(mtls_errors(TLS, ok), []);
+        let errors = |ca: &str| {
+            mtls_errors(
+                TLS,
+                &format!("[sources.clients]\ntype = \"mtls\"\nca = \"{ca}\"\n"),
+            )
+        };
+        let missing = errors("missing.pem");
+        assert_eq!(missing.len(), 1, "{missing:?}");
+        assert_eq!(
+            (missing[0].0, missing[0].1.as_str()),
+            (3, "sources.clients.ca")
+        );
+        assert!(
+            missing[0].2.starts_with("cannot read `missing.pem`"),
+            "{missing:?}"
+        );
+        assert_eq!(
+            errors("empty.pem"),
+            [(
+                3,
+                "sources.clients.ca".to_owned(),
+                "`empty.pem` holds no certificate".to_owned()
+            )]
+        );
+        let garbled = errors("garbled.pem");
+        assert_eq!(garbled.len(), 1, "{garbled:?}");
+        assert_eq!(garbled[0].0, 3);
+        assert!(
+            garbled[0]
+                .2
+                .starts_with("certificate 1 of `garbled.pem` cannot be parsed"),
+            "{garbled:?}"
+        );
+        let none = mtls_errors(TLS, "[sources.clients]\ntype = \"mtls\"\n");
+        assert_eq!(none.len(), 1);
+        assert_eq!(none[0].1, "sources.clients.ca");
+    }
+
+    #[test]
+    fn an_mtls_source_needs_tls_a_known_subject_and_simple_patterns() {
+        let text = "[sources.clients]\ntype = \"mtls\"\nca = \"ca.pem\"\n";
+        let no_tls = mtls_errors("", text);
+        assert_eq!(no_tls.len(), 1, "{no_tls:?}");
+        assert_eq!(no_tls[0].1, "sources.clients.type");
+        assert!(no_tls[0].2.contains("[gateway.tls]"), "{no_tls:?}");
+        let subject = mtls_errors(TLS, &format!("{text}subject = \"serial\"\n"));
+        assert_eq!(
+            subject,
+            [(
+                4,
+                "sources.clients.subject".to_owned(),
+                "unknown subject `serial`; expected `cn`, `san_dns`, `san_uri` or `san_email`"
+                    .to_owned()
+            )]
+        );
+        let pattern = mtls_errors(TLS, &format!("{text}roles = {{ \"a*b\" = [\"r\"] }}\n"));
+        assert_eq!(pattern.len(), 1, "{pattern:?}");
+        assert_eq!(
+            (pattern[0].0, pattern[0].1.as_str()),
+            (4, "sources.clients.roles")
+        );
+        // Fields of other types are refused at their line.
+        let foreign = errors_of(&format!("{TLS}{text}algorithms = [\"RS256\"]\n"));
+        assert!(
+            foreign
+                .iter()
+                .any(|e| e.message == "`algorithms` does not apply to a `mtls` source"),
+            "{foreign:?}"
         );
     }
 }

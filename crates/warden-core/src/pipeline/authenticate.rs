@@ -32,7 +32,14 @@ pub(super) fn run(
         cx.identity = Some(assumed);
         return Ok(());
     }
-    let verify = |cx: &Ctx| auth::authenticate(&route.sources, request.headers, cx.now_secs());
+    let verify = |cx: &Ctx| {
+        auth::authenticate(
+            &route.sources,
+            request.headers,
+            request.client_certificates,
+            cx.now_secs(),
+        )
+    };
     let verified = match cx.asked.take() {
         None => verify(cx),
         Some((Need::Password(_), Answer::Password(verdict))) => match verdict.0 {

@@ -316,6 +316,7 @@ async fn explanation(shared: &Arc<Shared>, query: Option<&str>) -> Response<Body
             headers: kept.replay.headers.clone(),
             peer: kept.replay.peer,
             at: kept.at,
+            client_certificates: kept.replay.client_certificates.to_vec(),
         };
         let explanation = explain::explain(&engine, &spec, None);
         format!(

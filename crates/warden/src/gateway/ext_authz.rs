@@ -209,6 +209,7 @@ async fn check(shared: &Arc<Shared>, peer: IpAddr, request: &CheckRequest) -> Ch
         method: &method,
         target,
         at,
+        client_certificates: &[],
     };
     outcome::record(shared, &decision, facts, status);
     if let Some(trace) = trace {

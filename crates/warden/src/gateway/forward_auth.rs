@@ -261,6 +261,7 @@ pub(crate) async fn handle(
         method: &facts_method,
         target: &facts_target,
         at,
+        client_certificates: &[],
     };
     outcome::record(&shared, &decision, facts, answer.status());
     if let Some(trace) = trace {

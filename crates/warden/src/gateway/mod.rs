@@ -89,7 +89,11 @@ pub enum StartError {
 /// When a key does not go with its certificate or a CA bundle cannot be used.
 pub fn check_tls(config: &Config) -> Result<(), StartError> {
     if let Some(settings) = &config.serve.tls {
-        tls::server_config(settings, &config.serve.http2)?;
+        tls::server_config(
+            settings,
+            &config.serve.http2,
+            &config.client_certificate_roots(),
+        )?;
     }
     upstream::UpstreamClient::new(config)?;
     Ok(())
@@ -187,6 +191,7 @@ impl Gateway {
             Some(settings) => Some(Arc::new(ArcSwap::new(tls::server_config(
                 settings,
                 &config.serve.http2,
+                &config.client_certificate_roots(),
             )?))),
             None => None,
         };
@@ -319,6 +324,9 @@ pub(crate) type TlsConfig = Arc<ArcSwap<rustls::ServerConfig>>;
 pub(crate) struct ConnectionInfo {
     /// Whether the connection is TLS.
     pub tls: bool,
+    /// The certificate chain the client presented in the handshake, leaf first (empty when
+    /// none): the only place a request's client certificate comes from.
+    pub client_certificates: Arc<[rustls_pki_types::CertificateDer<'static>]>,
 }
 
 /// Time a client has to finish its TLS handshake.
@@ -355,7 +363,10 @@ async fn serve_http<H, F>(
             let _open = open;
             let http2 = shared.engine.load().config().serve.http2;
             let Some(tls) = tls else {
-                let info = ConnectionInfo { tls: false };
+                let info = ConnectionInfo {
+                    tls: false,
+                    client_certificates: Arc::from([]),
+                };
                 serve_connection(
                     TokioIo::new(stream),
                     shared,
@@ -371,7 +382,16 @@ async fn serve_http<H, F>(
             let acceptor = tokio_rustls::TlsAcceptor::from(tls);
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                 Ok(Ok(stream)) => {
-                    let info = ConnectionInfo { tls: true };
+                    let client_certificates = stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .map(|chain| chain.iter().map(|c| c.clone().into_owned()).collect())
+                        .unwrap_or_else(|| Arc::from([]));
+                    let info = ConnectionInfo {
+                        tls: true,
+                        client_certificates,
+                    };
                     serve_connection(
                         TokioIo::new(stream),
                         shared,

@@ -69,9 +69,16 @@ pub(crate) async fn handle(
         Some(_) => (None, BodyView::Complete(&[])),
         None => warden_core::body::split(body),
     };
+    // The client certificate comes from the TLS connection only (never from a header).
+    let client_certificates = parts
+        .extensions
+        .get::<ConnectionInfo>()
+        .map(|info| Arc::clone(&info.client_certificates))
+        .unwrap_or_else(|| Arc::from([]));
     let view = RequestView::new(&method, &target, &parts.headers, peer.ip())
         .with_body(body_view)
-        .with_authority(authority.as_deref());
+        .with_authority(authority.as_deref())
+        .with_client_certificates(&client_certificates);
     let form = Form {
         html: view.prefers_html(),
         grpc: grpc::is_grpc(&parts.headers),
@@ -137,6 +144,7 @@ pub(crate) async fn handle(
         method: &method,
         target: &target,
         at,
+        client_certificates: &client_certificates,
     };
     outcome::record(&shared, &decision, facts, response.status());
     if let Some(trace) = trace {

@@ -89,8 +89,12 @@ pub(crate) async fn reload(shared: &Arc<Shared>) -> Result<ReloadReport, ReloadE
         .map_err(|e| refused(e.into()))?;
     let tls = match (&config.serve.tls, &shared.tls) {
         (Some(settings), Some(_)) => Some(
-            super::tls::server_config(settings, &old.config().serve.http2)
-                .map_err(|e| refused(e.into()))?,
+            super::tls::server_config(
+                settings,
+                &old.config().serve.http2,
+                &config.client_certificate_roots(),
+            )
+            .map_err(|e| refused(e.into()))?,
         ),
         _ => None,
     };

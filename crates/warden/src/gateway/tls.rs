@@ -3,15 +3,29 @@
 //!
 //! The server configuration sits in an `ArcSwap`: a reload builds a new one from the files
 //! and swaps it in; connections already open keep the one they were accepted with.
+//!
+//! When an identity source is `mtls`, the listener asks every client for a certificate of
+//! one of those sources' CAs (their names are the hints of the `CertificateRequest`), and
+//! serves a client that sends none (a route without an `mtls` source needs none; one with
+//! it answers 401). The handshake proves that the client holds the key of the certificate
+//! it sent (rustls's `WebPkiClientVerifier` checks the handshake signature); it does not
+//! judge the chain. The engine does, per request, against the CAs of the route's own
+//! sources and at the decision's time: so another CA's certificate, an expired one or one
+//! without the `clientAuth` usage is the route's 401 `invalid_certificate` with its reason
+//! in the log and in `explain`, instead of an opaque TLS alert, and a certificate of one
+//! source's CA never authenticates on a route of another.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use rustls::ServerConfig;
+use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
-use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
+use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig};
+use rustls_pki_types::{CertificateDer, UnixTime};
 use warden_core::config::{Http2Settings, KeyPair, ListenerTls, TlsVersion};
 
 /// Why a TLS configuration could not be built; each names the file at fault.
@@ -27,6 +41,9 @@ pub enum TlsError {
         /// What rustls said.
         reason: String,
     },
+    /// The CA bundles of the `mtls` sources could not be used.
+    #[error("the CA certificates of the mtls sources cannot be used: {0}")]
+    ClientRoots(String),
     /// rustls refused the versions or the provider.
     #[error("cannot build the TLS configuration: {0}")]
     Config(String),
@@ -82,13 +99,16 @@ impl ResolvesServerCert for ByServerName {
     }
 }
 
-/// The rustls server configuration of `[gateway.tls]`.
+/// The rustls server configuration of `[gateway.tls]`; with `client_roots` (the CAs of the
+/// `mtls` sources, [`warden_core::Config::client_certificate_roots`]) it asks clients for a
+/// certificate.
 ///
 /// # Errors
-/// When a key does not go with its certificate, or the client CA bundle is unusable.
+/// When a key does not go with its certificate, or a client CA is unusable.
 pub fn server_config(
     tls: &ListenerTls,
     http2: &Http2Settings,
+    client_roots: &[CertificateDer<'static>],
 ) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = provider();
     let mut exact = HashMap::new();
@@ -121,7 +141,23 @@ pub fn server_config(
     let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_protocol_versions(versions)
         .map_err(|e| TlsError::Config(e.to_string()))?;
-    let builder = builder.with_no_client_auth();
+    let builder = if client_roots.is_empty() {
+        builder.with_no_client_auth()
+    } else {
+        let mut roots = RootCertStore::empty();
+        for cert in client_roots {
+            roots
+                .add(cert.clone())
+                .map_err(|e| TlsError::ClientRoots(e.to_string()))?;
+        }
+        // A client without a certificate is still served: the routes decide whether they
+        // need one (an `mtls` source), and answer 401 like for any missing credential.
+        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| TlsError::ClientRoots(e.to_string()))?;
+        builder.with_client_cert_verifier(Arc::new(ChainJudgedByTheRoute(verifier)))
+    };
     let mut config = builder.with_cert_resolver(Arc::new(ByServerName {
         exact,
         wildcard,
@@ -133,4 +169,57 @@ pub fn server_config(
         vec![b"http/1.1".to_vec()]
     };
     Ok(Arc::new(config))
+}
+
+/// The listener's client-certificate verifier: rustls's own for the handshake signature
+/// (proof that the client holds the certificate's key), the CA hints and the schemes; the
+/// chain itself is left to the engine, which verifies it per request against the route's
+/// `mtls` sources (see the module documentation). A chain accepted here authorizes nothing
+/// by itself: only a route's source turns it into an identity.
+#[derive(Debug)]
+struct ChainJudgedByTheRoute(Arc<dyn ClientCertVerifier>);
+
+impl ClientCertVerifier for ChainJudgedByTheRoute {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.0.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
 }

@@ -46,6 +46,8 @@ pub(crate) struct Replay {
     pub peer: IpAddr,
     /// The request headers, credentials included: kept in memory only, never rendered.
     pub headers: HeaderMap,
+    /// The connection's client certificate chain (empty for none).
+    pub client_certificates: Arc<[rustls_pki_types::CertificateDer<'static>]>,
 }
 
 /// One refusal or detection, as the live thread receives it.
@@ -243,6 +245,7 @@ impl Live {
             Some(headers) if refused && !long => Some(Box::new(Replay {
                 peer: facts.peer,
                 headers: headers.clone(),
+                client_certificates: Arc::from(facts.client_certificates),
             })),
             _ => None,
         };

@@ -24,6 +24,7 @@ mod gateway;
 mod http2;
 mod hygiene;
 mod limits;
+mod mtls;
 mod network;
 mod oidc;
 mod one_pass;

@@ -21,7 +21,7 @@ use warden_core::Config;
 use crate::common::certs::{Issued, TestCa};
 use crate::common::{Upstream, client};
 
-fn dir(name: &str) -> PathBuf {
+pub(crate) fn dir(name: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join("tls")
         .join(name);
@@ -31,7 +31,7 @@ fn dir(name: &str) -> PathBuf {
 }
 
 /// A configuration file in `dir` with one public route to `upstream`, then `extra`.
-fn write_config(dir: &Path, upstream: &str, extra: &str) -> PathBuf {
+pub(crate) fn write_config(dir: &Path, upstream: &str, extra: &str) -> PathBuf {
     let text = format!(
         "[log]\ndecisions = \"off\"\n{extra}\n[upstreams.app]\nurl = \"{upstream}\"\n\
          [[routes]]\npath = \"/public\"\nmethods = [\"GET\", \"POST\"]\nupstream = \"app\"\n"
@@ -41,9 +41,9 @@ fn write_config(dir: &Path, upstream: &str, extra: &str) -> PathBuf {
     path
 }
 
-const TLS: &str = "[gateway.tls]\ncertificates = [\n  { cert = \"server.pem\", key = \"server.key\" },\n  { cert = \"other.pem\", key = \"other.key\", names = [\"other.test\", \"*.wild.test\"] },\n]\n";
+pub(crate) const TLS: &str = "[gateway.tls]\ncertificates = [\n  { cert = \"server.pem\", key = \"server.key\" },\n  { cert = \"other.pem\", key = \"other.key\", names = [\"other.test\", \"*.wild.test\"] },\n]\n";
 
-async fn start(path: &Path) -> Gateway {
+pub(crate) async fn start(path: &Path) -> Gateway {
     let config = Config::load(path).unwrap_or_else(|e| panic!("{e}"));
     let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
     Gateway::start(
@@ -67,7 +67,7 @@ async fn counter(gw: &Gateway, name: &str) -> u64 {
 }
 
 /// A test CA with the gateway's two certificates written into `dir`.
-fn listener_certs(dir: &Path) -> TestCa {
+pub(crate) fn listener_certs(dir: &Path) -> TestCa {
     let ca = TestCa::new("warden test CA");
     ca.write(dir, "ca");
     ca.server("localhost", &["localhost", "127.0.0.1"])

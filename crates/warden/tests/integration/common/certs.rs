@@ -77,6 +77,16 @@ impl TestCa {
         self.issue(params)
     }
 
+    /// A client certificate whose subject is `cn` (with the `clientAuth` usage), changed by
+    /// `edit` first: other SANs, other usages, another validity.
+    pub fn client_with(&self, cn: &str, edit: impl FnOnce(&mut CertificateParams)) -> Issued {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        edit(&mut params);
+        self.issue(params)
+    }
+
     fn issue(&self, params: CertificateParams) -> Issued {
         let key = KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.issuer).unwrap();
