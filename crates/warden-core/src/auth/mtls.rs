@@ -458,7 +458,10 @@ mod tests {
         );
         assert_eq!(check(&[], NOW), CertificateProblem::Garbled);
         // The CA itself is not a client.
-        assert_eq!(check(&[ca.der.clone()], NOW), CertificateProblem::Invalid);
+        assert_eq!(
+            check(std::slice::from_ref(&ca.der), NOW),
+            CertificateProblem::Invalid
+        );
     }
 
     #[test]

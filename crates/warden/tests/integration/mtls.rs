@@ -404,3 +404,55 @@ async fn an_mtls_source_without_tls_is_a_load_error() {
         "{errors}"
     );
 }
+
+#[tokio::test]
+async fn explain_takes_the_client_certificate_from_a_file() {
+    let d = dir("explain");
+    listener_certs(&d);
+    let clients = TestCa::new("warden test clients CA");
+    clients.write(&d, "clients-ca");
+    let config = write_config(&d, "http://127.0.0.1:9", &format!("{TLS}{MTLS}"));
+    clients.client("alice", &[]).write(&d, "alice");
+    clients
+        .client_with("late", |p| {
+            p.not_before = date_time_ymd(2020, 1, 1);
+            p.not_after = date_time_ymd(2021, 1, 1);
+        })
+        .write(&d, "late");
+    let explain = |cert: Option<&str>, at: &str| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_warden"));
+        command
+            .arg("explain")
+            .arg("--config")
+            .arg(&config)
+            .args(["--at", at]);
+        if let Some(name) = cert {
+            command
+                .arg("--client-cert")
+                .arg(d.join(format!("{name}.pem")));
+        }
+        let out = command.arg("/mtls").output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, text) = explain(Some("alice"), "2026-06-01T00:00:00Z");
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("`alice` verified by source `clients`"),
+        "{text}"
+    );
+    // The decision's time decides expiry: the same certificate, judged in 2020 and now.
+    let (code, text) = explain(Some("late"), "2020-06-01T00:00:00Z");
+    assert_eq!(code, Some(0), "{text}");
+    let (code, text) = explain(Some("late"), "2026-06-01T00:00:00Z");
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("client certificate expired"), "{text}");
+    let (code, text) = explain(None, "2026-06-01T00:00:00Z");
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("unauthenticated"), "{text}");
+    // A file with no certificate is a usage error.
+    let (code, _) = explain(Some("missing"), "2026-06-01T00:00:00Z");
+    assert_eq!(code, Some(1));
+}
