@@ -90,14 +90,18 @@ pub struct ServeSettings {
 
 /// Who may use the admin listener (`[admin]`). `/healthz` is always open; `/reload`,
 /// `/revoke` and `/decisions/recent` (which shows clients and subjects) need a bearer token
-/// whose SHA-256 is listed, and are refused to everyone while none is; `/metrics` is open
-/// unless `metrics = "token"`.
+/// whose SHA-256 is listed, or a client certificate of `client_ca`, and are refused to
+/// everyone while neither is configured; `/metrics` is open unless `metrics = "token"`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AdminSettings {
     /// The SHA-256 of each accepted admin token.
     pub token_hashes: Vec<[u8; 32]>,
     /// Whether `/metrics` needs a token too.
     pub metrics_need_token: bool,
+    /// The CAs of `[admin] client_ca`: a client certificate of one of them is an admin
+    /// credential, beside the tokens. When set, the admin listener serves TLS with the
+    /// certificates of `[gateway.tls]` and asks for a client certificate.
+    pub client_roots: Vec<rustls_pki_types::CertificateDer<'static>>,
 }
 
 impl AdminSettings {
@@ -431,7 +435,7 @@ impl Config {
             }
         }
 
-        let admin = admin_settings(&raw, &mut errors);
+        let admin = admin_settings(&raw, &base_dir, &mut errors);
         let alerts = alerts::settings(&raw.alerts, &mut errors);
         let tracing = raw
             .tracing
@@ -644,7 +648,7 @@ pub(crate) fn parse_duration(
     }
 }
 
-fn admin_settings(raw: &RawConfig, errors: &mut Collector<'_>) -> AdminSettings {
+fn admin_settings(raw: &RawConfig, base_dir: &Path, errors: &mut Collector<'_>) -> AdminSettings {
     let Some(section) = &raw.admin else {
         return AdminSettings::default();
     };
@@ -669,9 +673,23 @@ fn admin_settings(raw: &RawConfig, errors: &mut Collector<'_>) -> AdminSettings 
             false
         }
     };
+    let client_roots = match &a.client_ca {
+        None => Vec::new(),
+        Some(ca) => {
+            if raw.gateway.tls.is_none() {
+                errors.at(
+                    ca.span(),
+                    "admin.client_ca",
+                    "client certificates need TLS: the admin listener serves the certificates of `[gateway.tls]`, which is not configured",
+                );
+            }
+            tls::read_certificates(base_dir, ca, "admin.client_ca", errors).unwrap_or_default()
+        }
+    };
     AdminSettings {
         token_hashes,
         metrics_need_token,
+        client_roots,
     }
 }
 

@@ -129,6 +129,9 @@ pub(crate) struct RawAdmin {
     pub tokens: Vec<Spanned<String>>,
     /// `open` (default) or `token`: whether `/metrics` needs an admin token too.
     pub metrics: Option<Spanned<String>>,
+    /// A PEM bundle of CAs whose client certificates are admin credentials too; the admin
+    /// listener then serves TLS with the certificates of `[gateway.tls]`.
+    pub client_ca: Option<Spanned<String>>,
 }
 
 /// warden as the external authorizer of another proxy.

@@ -6,6 +6,9 @@
 //! without one the answer is 401 with a `Bearer` challenge, with a wrong one 401
 //! `invalid_token`, and while no token is configured every such request is refused (403).
 //! `/metrics` is open unless `[admin] metrics = "token"`. A refused request changes nothing.
+//! With `[admin] client_ca`, the listener serves TLS (the certificates of `[gateway.tls]`)
+//! and a client certificate of that CA, verified in the handshake, is an admin credential
+//! beside the tokens: a connection that presented one may use every endpoint.
 //! The live dashboard (`gateway/dashboard.rs`) is served under `/dashboard`: the page is
 //! open, its data (`/dashboard/…`) needs the admin token like `/decisions/recent`.
 
@@ -33,23 +36,47 @@ pub(crate) async fn serve(
             accepted = listener.accept() => accepted,
             _ = stop.changed() => return,
         };
-        let Ok((stream, _)) = accepted else { continue };
+        let Ok((stream, peer)) = accepted else {
+            continue;
+        };
         let shared = Arc::clone(&shared);
+        let tls = shared.admin_tls.as_ref().map(|config| config.load_full());
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| handle(Arc::clone(&shared), req));
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let Some(tls) = tls else {
+                serve_connection(TokioIo::new(stream), shared, false).await;
+                return;
+            };
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+            match tokio::time::timeout(super::HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => {
+                    // rustls verified any certificate it let through against the admin CAs.
+                    let certified = stream.get_ref().1.peer_certificates().is_some();
+                    serve_connection(TokioIo::new(stream), shared, certified).await;
+                }
+                Ok(Err(e)) => tracing::debug!(error = %e, %peer, "admin TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "admin TLS handshake timed out"),
+            }
         });
     }
+}
+
+/// Serve one admin connection; `certified` when it presented an admin CA's certificate.
+async fn serve_connection<I>(io: I, shared: Arc<Shared>, certified: bool)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let service =
+        hyper::service::service_fn(move |req| handle(Arc::clone(&shared), req, certified));
+    let _ = http1::Builder::new().serve_connection(io, service).await;
 }
 
 async fn handle(
     shared: Arc<Shared>,
     request: Request<Incoming>,
+    certified: bool,
 ) -> Result<Response<Body>, Infallible> {
     let path = request.uri().path().to_owned();
-    if let Some(refusal) = refuse_unless_admin(&shared, &path, request.headers()) {
+    if let Some(refusal) = refuse_unless_admin(&shared, &path, request.headers(), certified) {
         return Ok(refusal);
     }
     if path == "/dashboard" || path.starts_with("/dashboard/") {
@@ -163,6 +190,7 @@ fn refuse_unless_admin(
     shared: &Shared,
     path: &str,
     headers: &http::HeaderMap,
+    certified: bool,
 ) -> Option<Response<Body>> {
     let engine = shared.engine.load();
     let admin = &engine.config().serve.admin;
@@ -173,10 +201,12 @@ fn refuse_unless_admin(
         "/metrics" => admin.metrics_need_token,
         _ => false,
     };
-    if !protected {
+    // A certificate counts while `client_ca` is configured (the handshake checked it
+    // against the CAs in force when the connection was accepted).
+    if !protected || (certified && !admin.client_roots.is_empty()) {
         return None;
     }
-    let refusal = if admin.token_hashes.is_empty() {
+    let refusal = if admin.token_hashes.is_empty() && admin.client_roots.is_empty() {
         NotAdmin::Disabled
     } else {
         let mut values = headers.get_all(header::AUTHORIZATION).iter();
@@ -191,11 +221,22 @@ fn refuse_unless_admin(
         };
         match token {
             None => NotAdmin::NoToken,
+            Some(_) if admin.token_hashes.is_empty() => NotAdmin::WrongToken,
             Some(token) if admin.accepts(token) => return None,
             Some(_) => NotAdmin::WrongToken,
         }
     };
     let (status, challenge, text) = match refusal {
+        NotAdmin::NoToken if admin.token_hashes.is_empty() => (
+            StatusCode::UNAUTHORIZED,
+            Some(r#"ClientCertificate realm="warden-admin""#),
+            "this endpoint needs an admin client certificate\n",
+        ),
+        NotAdmin::NoToken if !admin.client_roots.is_empty() => (
+            StatusCode::UNAUTHORIZED,
+            Some(r#"Bearer realm="warden-admin", ClientCertificate realm="warden-admin""#),
+            "this endpoint needs an admin token or client certificate\n",
+        ),
         NotAdmin::NoToken => (
             StatusCode::UNAUTHORIZED,
             Some(r#"Bearer realm="warden-admin""#),

@@ -94,6 +94,9 @@ pub fn check_tls(config: &Config) -> Result<(), StartError> {
             &config.serve.http2,
             &config.client_certificate_roots(),
         )?;
+        if !config.serve.admin.client_roots.is_empty() {
+            tls::admin_server_config(settings, &config.serve.admin.client_roots)?;
+        }
     }
     upstream::UpstreamClient::new(config)?;
     Ok(())
@@ -133,6 +136,9 @@ pub(crate) struct Shared {
     pub draining: std::sync::atomic::AtomicBool,
     /// The proxy listener's TLS configuration, when it serves TLS; a reload swaps it.
     pub tls: Option<TlsConfig>,
+    /// The admin listener's, when `[admin] client_ca` makes it serve TLS; a reload swaps it
+    /// (new CAs, new certificates), turning it on or off takes a restart.
+    pub admin_tls: Option<TlsConfig>,
     /// Request spans, when `[tracing]` is configured (fixed at start).
     pub telemetry: Option<crate::telemetry::Telemetry>,
 }
@@ -195,6 +201,14 @@ impl Gateway {
             )?))),
             None => None,
         };
+        // The admin listener serves TLS only to ask for admin client certificates; fixed at
+        // start (a reload that changes `[admin] client_ca` says it needs a restart).
+        let admin_tls = match (&config.serve.tls, &config.serve.admin.client_roots) {
+            (Some(settings), roots) if !roots.is_empty() => Some(Arc::new(ArcSwap::new(
+                tls::admin_server_config(settings, roots)?,
+            ))),
+            _ => None,
+        };
         let jwks = JwksRefresher::new(Arc::clone(&metrics)).map_err(StartError::JwksClient)?;
         let telemetry = match &config.serve.tracing {
             Some(settings) => Some(crate::telemetry::Telemetry::start(
@@ -221,6 +235,7 @@ impl Gateway {
             oidc,
             draining: std::sync::atomic::AtomicBool::new(false),
             tls,
+            admin_tls,
             telemetry,
         });
 
@@ -330,7 +345,7 @@ pub(crate) struct ConnectionInfo {
 }
 
 /// Time a client has to finish its TLS handshake.
-const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+pub(crate) const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Accept connections on `listener` (TLS first when `tls` is set; HTTP/1.1, and HTTP/2 by
 /// ALPN or prior knowledge when enabled) and answer each request with `handle`, until `stop`

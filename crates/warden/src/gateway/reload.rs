@@ -73,6 +73,9 @@ pub(crate) async fn reload(shared: &Arc<Shared>) -> Result<ReloadReport, ReloadE
     if config.serve.tls.is_some() != shared.tls.is_some() {
         needs_restart.push("gateway.tls");
     }
+    if config.serve.admin.client_roots.is_empty() != shared.admin_tls.is_none() {
+        needs_restart.push("admin.client_ca");
+    }
     if config.serve.http2 != old.config().serve.http2 {
         needs_restart.push("gateway.http2");
     }
@@ -98,6 +101,13 @@ pub(crate) async fn reload(shared: &Arc<Shared>) -> Result<ReloadReport, ReloadE
         ),
         _ => None,
     };
+    let admin_tls = match (&config.serve.tls, &shared.admin_tls) {
+        (Some(settings), Some(_)) if !config.serve.admin.client_roots.is_empty() => Some(
+            super::tls::admin_server_config(settings, &config.serve.admin.client_roots)
+                .map_err(|e| refused(e.into()))?,
+        ),
+        _ => None,
+    };
     // Counters survive a reload unless the backend itself changed.
     let store =
         (config.state != old.config().state).then(|| crate::state::Store::new(&config.state));
@@ -108,6 +118,9 @@ pub(crate) async fn reload(shared: &Arc<Shared>) -> Result<ReloadReport, ReloadE
     shared.upstream.store(Arc::new(upstream));
     if let (Some(tls), Some(current)) = (tls, &shared.tls) {
         // New connections get the new certificates; open ones keep theirs.
+        current.store(tls);
+    }
+    if let (Some(tls), Some(current)) = (admin_tls, &shared.admin_tls) {
         current.store(tls);
     }
     if let Some(store) = store {

@@ -41,8 +41,8 @@ pub enum TlsError {
         /// What rustls said.
         reason: String,
     },
-    /// The CA bundles of the `mtls` sources could not be used.
-    #[error("the CA certificates of the mtls sources cannot be used: {0}")]
+    /// The CA bundles of the `mtls` sources or of `[admin] client_ca` could not be used.
+    #[error("the client CA certificates cannot be used: {0}")]
     ClientRoots(String),
     /// rustls refused the versions or the provider.
     #[error("cannot build the TLS configuration: {0}")]
@@ -111,11 +111,68 @@ pub fn server_config(
     client_roots: &[CertificateDer<'static>],
 ) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = provider();
+    let resolver = by_server_name(tls, &provider)?;
+    let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_protocol_versions(versions(tls))
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let builder = if client_roots.is_empty() {
+        builder.with_no_client_auth()
+    } else {
+        let verifier = webpki_verifier(client_roots, provider)?;
+        builder.with_client_cert_verifier(Arc::new(ChainJudgedByTheRoute(verifier)))
+    };
+    let mut config = builder.with_cert_resolver(Arc::new(resolver));
+    config.alpn_protocols = if http2.enabled {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
+    Ok(Arc::new(config))
+}
+
+/// The admin listener's rustls configuration, when `[admin] client_ca` is set: the
+/// certificates of `[gateway.tls]`, HTTP/1.1, and a client certificate of `admin_roots`
+/// asked for. Here the handshake does judge the chain (rustls's `WebPkiClientVerifier`:
+/// the CA, validity, the `clientAuth` usage when the certificate names usages): a
+/// connection that completed with a certificate is an admin's. One without a certificate
+/// is served (`/healthz` and `/readyz` stay open) and needs the admin token as before.
+///
+/// # Errors
+/// When a key does not go with its certificate, or an admin CA is unusable.
+pub fn admin_server_config(
+    tls: &ListenerTls,
+    admin_roots: &[CertificateDer<'static>],
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let provider = provider();
+    let resolver = by_server_name(tls, &provider)?;
+    let verifier = webpki_verifier(admin_roots, Arc::clone(&provider))?;
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions(tls))
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(Arc::new(resolver));
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The protocol versions of `[gateway.tls]`.
+fn versions(tls: &ListenerTls) -> &'static [&'static rustls::SupportedProtocolVersion] {
+    static BOTH: [&rustls::SupportedProtocolVersion; 2] =
+        [&rustls::version::TLS13, &rustls::version::TLS12];
+    static ONLY_1_3: [&rustls::SupportedProtocolVersion; 1] = [&rustls::version::TLS13];
+    match tls.min_version {
+        TlsVersion::V1_2 => &BOTH,
+        TlsVersion::V1_3 => &ONLY_1_3,
+    }
+}
+
+/// The certificates of `[gateway.tls]` by server name.
+fn by_server_name(tls: &ListenerTls, provider: &CryptoProvider) -> Result<ByServerName, TlsError> {
     let mut exact = HashMap::new();
     let mut wildcard = HashMap::new();
     let mut default = None;
     for cert in &tls.certificates {
-        let key = certified_key(&cert.pair, &provider)?;
+        let key = certified_key(&cert.pair, provider)?;
         if cert.names.is_empty() && default.is_none() {
             default = Some(Arc::clone(&key));
         }
@@ -130,45 +187,34 @@ pub fn server_config(
     let default = match default {
         Some(key) => key,
         None => match tls.certificates.first() {
-            Some(first) => certified_key(&first.pair, &provider)?,
+            Some(first) => certified_key(&first.pair, provider)?,
             None => return Err(TlsError::Config("no certificate".into())),
         },
     };
-    let versions: &[&rustls::SupportedProtocolVersion] = match tls.min_version {
-        TlsVersion::V1_2 => &[&rustls::version::TLS13, &rustls::version::TLS12],
-        TlsVersion::V1_3 => &[&rustls::version::TLS13],
-    };
-    let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
-        .with_protocol_versions(versions)
-        .map_err(|e| TlsError::Config(e.to_string()))?;
-    let builder = if client_roots.is_empty() {
-        builder.with_no_client_auth()
-    } else {
-        let mut roots = RootCertStore::empty();
-        for cert in client_roots {
-            roots
-                .add(cert.clone())
-                .map_err(|e| TlsError::ClientRoots(e.to_string()))?;
-        }
-        // A client without a certificate is still served: the routes decide whether they
-        // need one (an `mtls` source), and answer 401 like for any missing credential.
-        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-            .allow_unauthenticated()
-            .build()
-            .map_err(|e| TlsError::ClientRoots(e.to_string()))?;
-        builder.with_client_cert_verifier(Arc::new(ChainJudgedByTheRoute(verifier)))
-    };
-    let mut config = builder.with_cert_resolver(Arc::new(ByServerName {
+    Ok(ByServerName {
         exact,
         wildcard,
         default,
-    }));
-    config.alpn_protocols = if http2.enabled {
-        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
-    } else {
-        vec![b"http/1.1".to_vec()]
-    };
-    Ok(Arc::new(config))
+    })
+}
+
+/// rustls's verifier over `roots`, serving clients without a certificate too.
+fn webpki_verifier(
+    roots: &[CertificateDer<'static>],
+    provider: Arc<CryptoProvider>,
+) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
+    let mut store = RootCertStore::empty();
+    for cert in roots {
+        store
+            .add(cert.clone())
+            .map_err(|e| TlsError::ClientRoots(e.to_string()))?;
+    }
+    // A client without a certificate is still served: the routes decide whether they need
+    // one (an `mtls` source), and answer 401 like for any missing credential.
+    WebPkiClientVerifier::builder_with_provider(Arc::new(store), provider)
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| TlsError::ClientRoots(e.to_string()))
 }
 
 /// The listener's client-certificate verifier: rustls's own for the handshake signature

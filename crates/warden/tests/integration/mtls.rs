@@ -456,3 +456,99 @@ async fn explain_takes_the_client_certificate_from_a_file() {
     let (code, _) = explain(Some("missing"), "2026-06-01T00:00:00Z");
     assert_eq!(code, Some(1));
 }
+
+#[tokio::test]
+async fn an_admin_client_certificate_is_an_admin_credential() {
+    let upstream = Upstream::start().await;
+    let d = dir("admin");
+    listener_certs(&d);
+    let admins = TestCa::new("warden test admin CA");
+    admins.write(&d, "admin-ca");
+    let admin = format!(
+        "[admin]\ntokens = [\"{}\"]\nclient_ca = \"admin-ca.pem\"\n",
+        warden_core::auth::api_key::hash_api_key(crate::common::ADMIN_TOKEN)
+    );
+    let gw = start(&write_config(
+        &d,
+        &format!("http://{}", upstream.addr),
+        &format!("{TLS}{admin}"),
+    ))
+    .await;
+    let addr = gw.admin_addr.unwrap();
+    let admin_url = |path: &str| format!("https://localhost:{}{path}", addr.port());
+    let operator = admins.client("operator", &[]);
+
+    // The admin's certificate opens every endpoint, without a token.
+    let certified = https_client(&d, addr, Some(&operator));
+    let response = certified.post(admin_url("/reload")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let response = certified
+        .get(admin_url("/decisions/recent"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+
+    // Without one: health stays open, the rest needs the token or a certificate.
+    let anonymous = https_client(&d, addr, None);
+    let response = anonymous.get(admin_url("/healthz")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let response = anonymous.post(admin_url("/reload")).send().await.unwrap();
+    assert_eq!(response.status(), 401);
+    assert_eq!(
+        response.headers()["www-authenticate"],
+        "Bearer realm=\"warden-admin\", ClientCertificate realm=\"warden-admin\""
+    );
+    let response = anonymous
+        .post(admin_url("/reload"))
+        .bearer_auth("not-the-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let response = anonymous
+        .post(admin_url("/reload"))
+        .bearer_auth(crate::common::ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    // Refused reloads changed nothing: two reloads happened, both by admins.
+    let metrics = anonymous
+        .get(admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("warden_config_reloads_total{result=\"ok\"} 2"),
+        "{metrics}"
+    );
+
+    // Another CA's certificate (a proxy client's, say) does not get through the handshake.
+    let stranger = TestCa::new("another CA").client("operator", &[]);
+    let result = https_client(&d, addr, Some(&stranger))
+        .post(admin_url("/reload"))
+        .send()
+        .await;
+    assert!(result.is_err(), "{result:?}");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_admin_client_ca_without_tls_is_a_load_error() {
+    let d = dir("admin-no-tls");
+    std::fs::write(d.join("admin-ca.pem"), TestCa::new("admins").pem()).unwrap();
+    let path = write_config(
+        &d,
+        "http://127.0.0.1:9",
+        "[admin]\nclient_ca = \"admin-ca.pem\"\n",
+    );
+    let errors = warden_core::Config::load(&path).unwrap_err().to_string();
+    assert!(
+        errors.contains("admin.client_ca") && errors.contains("[gateway.tls]"),
+        "{errors}"
+    );
+}
