@@ -57,6 +57,8 @@ pub enum CertificateProblem {
     NotForClientAuth,
     /// The leaf has none of the names the source takes the subject from.
     NoSubject,
+    /// Its subject was revoked (`POST /revoke` with the subject) after the leaf was issued.
+    Revoked,
     /// Any other reason webpki gives (a CA used as a leaf, constraints, malformed
     /// extensions).
     Invalid,
@@ -74,6 +76,7 @@ impl CertificateProblem {
             Self::NotYetValid => "The client certificate is not yet valid",
             Self::NotForClientAuth => "The client certificate is not for client authentication",
             Self::NoSubject => "The client certificate has no usable subject name",
+            Self::Revoked => "The client certificate was revoked",
             Self::Invalid => "The client certificate is not acceptable",
         }
     }
@@ -89,6 +92,7 @@ impl CertificateProblem {
             Self::NotYetValid => "not_yet_valid",
             Self::NotForClientAuth => "not_for_client_auth",
             Self::NoSubject => "no_subject",
+            Self::Revoked => "revoked",
             Self::Invalid => "invalid",
         }
     }
@@ -234,7 +238,8 @@ impl MtlsSource {
         let (_, parsed) =
             X509Certificate::from_der(leaf.as_ref()).map_err(|_| CertificateProblem::Garbled)?;
         let subject = subject_of(&parsed, self.subject).ok_or(CertificateProblem::NoSubject)?;
-        let (mut not_before, mut not_after) = validity(&parsed);
+        let (issued, expires) = validity(&parsed);
+        let (mut not_before, mut not_after) = (issued, expires);
         for der in intermediates {
             if let Ok((_, cert)) = X509Certificate::from_der(der.as_ref()) {
                 let (nb, na) = validity(&cert);
@@ -259,7 +264,8 @@ impl MtlsSource {
             token_id: None,
             // The cache keeps an entry no longer than the chain is valid.
             expires_at: Some(not_after),
-            issued_at: None,
+            // A revocation of the subject covers the certificates issued before it.
+            issued_at: Some(issued),
             attributes: std::collections::BTreeMap::new(),
         };
         Ok((identity, not_before))

@@ -52,7 +52,7 @@ pub(super) fn after_identity(
         let mut checks = Vec::new();
         if matches!(
             identity.kind,
-            CredentialKind::Bearer | CredentialKind::Cookie
+            CredentialKind::Bearer | CredentialKind::Cookie | CredentialKind::ClientCertificate
         ) {
             checks.push(StateCheck::Revoked {
                 token_id: identity.token_id.clone(),
@@ -143,10 +143,22 @@ fn apply(
                 return Err(refuse(cx, Stage::RateLimit, reason));
             }
             (StateCheck::Revoked { .. }, StateAnswer::Revoked(true)) => {
+                let certificate = cx
+                    .identity
+                    .as_ref()
+                    .is_some_and(|i| i.kind == CredentialKind::ClientCertificate);
                 cx.note(Stage::Authenticate, false, || {
-                    "the token is revoked".to_owned()
+                    if certificate {
+                        "the client certificate's subject is revoked".to_owned()
+                    } else {
+                        "the token is revoked".to_owned()
+                    }
                 });
-                let reason = Reason::InvalidToken(TokenProblem::Revoked);
+                let reason = if certificate {
+                    Reason::InvalidCertificate(crate::auth::mtls::CertificateProblem::Revoked)
+                } else {
+                    Reason::InvalidToken(TokenProblem::Revoked)
+                };
                 return Err(refuse(cx, Stage::Authenticate, reason));
             }
             (StateCheck::Limit { policy, quota, .. }, StateAnswer::Limit(outcome)) => {

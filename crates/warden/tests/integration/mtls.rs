@@ -552,3 +552,39 @@ async fn an_admin_client_ca_without_tls_is_a_load_error() {
         "{errors}"
     );
 }
+
+#[tokio::test]
+async fn a_revoked_subject_is_refused_with_its_certificates() {
+    let admin = format!(
+        "\n[admin]\ntokens = [\"{}\"]\n",
+        warden_core::auth::api_key::hash_api_key(crate::common::ADMIN_TOKEN)
+    );
+    let s = setup("revoked", &admin).await;
+    let alice = https_client(
+        &s.dir,
+        s.gw.proxy_addr,
+        Some(&s.clients.client("alice", &[])),
+    );
+    let bob = https_client(&s.dir, s.gw.proxy_addr, Some(&s.clients.client("bob", &[])));
+    assert_eq!(get(&alice, &url(&s.gw, "/mtls")).await.0, 200);
+
+    let response = crate::common::client()
+        .post(format!("http://{}/revoke", s.gw.admin_addr.unwrap()))
+        .bearer_auth(crate::common::ADMIN_TOKEN)
+        .json(&serde_json::json!({ "subject": "alice" }))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+
+    let (status, challenges, body) = get(&alice, &url(&s.gw, "/mtls")).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["code"], "invalid_certificate");
+    assert_eq!(body["detail"], "The client certificate was revoked.");
+    assert!(
+        challenges[0].contains("error=\"invalid_certificate\""),
+        "{challenges:?}"
+    );
+    assert_eq!(get(&bob, &url(&s.gw, "/mtls")).await.0, 200);
+    s.gw.shutdown().await;
+}
