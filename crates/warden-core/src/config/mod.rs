@@ -361,7 +361,13 @@ impl Config {
                 source,
                 &base_dir,
                 sessions.as_ref(),
-                raw.gateway.tls.is_some(),
+                // Where client certificates can come from: warden's own TLS handshake, or
+                // Envoy's `ext_authz` report of its downstream's.
+                raw.gateway.tls.is_some()
+                    || raw
+                        .forward_auth
+                        .as_ref()
+                        .is_some_and(|f| f.get_ref().grpc_listen.is_some()),
                 &mut errors,
             ) {
                 sources.insert(Arc::from(name.as_str()), Arc::new(checked));

@@ -29,7 +29,7 @@ pub(super) fn check_source(
     spanned: &Spanned<RawSource>,
     base_dir: &Path,
     sessions: Option<&Arc<crate::session::SessionSettings>>,
-    listener_tls: bool,
+    certificates_arrive: bool,
     errors: &mut Collector<'_>,
 ) -> Option<Source> {
     let before = errors.errors.len();
@@ -44,7 +44,7 @@ pub(super) fn check_source(
             super::oidc::check_oidc(&name, raw, span, base_dir, sessions, errors).map(Source::Oidc)
         }
         RawSource::Mtls(raw) => {
-            check_mtls(&name, raw, span, base_dir, listener_tls, errors).map(Source::Mtls)
+            check_mtls(&name, raw, span, base_dir, certificates_arrive, errors).map(Source::Mtls)
         }
         RawSource::Unknown(kind) => {
             errors.at(
@@ -70,16 +70,17 @@ fn check_mtls(
     raw: &RawMtlsSource,
     span: Range<usize>,
     base_dir: &Path,
-    listener_tls: bool,
+    certificates_arrive: bool,
     errors: &mut Collector<'_>,
 ) -> Option<MtlsSource> {
     let field = |f: &str| format!("sources.{name}.{f}");
-    if !listener_tls {
+    if !certificates_arrive {
         errors.at(
             span.clone(),
             field("type"),
-            "an `mtls` source needs `[gateway.tls]`: the client certificate is read from the \
-             TLS handshake of warden's own listener, never from a header",
+            "an `mtls` source needs `[gateway.tls]` (the client certificate is read from the \
+             TLS handshake of warden's own listener) or `[forward_auth] grpc_listen` (Envoy's \
+             `ext_authz` reports the certificate of its downstream connection); never a header",
         );
     }
     let Some(ca) = &raw.ca else {

@@ -8,7 +8,9 @@
 //! out), `scheme` (as `X-Forwarded-Proto` when Envoy sent none), and `body` or `raw_body`
 //! when Envoy buffers it (`with_request_body`): the WAF scans it as a complete body, or
 //! treats it as too large when it is above `waf_body_limit` or Envoy sent only part of it.
-//! A request without them is refused with 400 and `INVALID_ARGUMENT`. Every question is
+//! A request without them is refused with 400 and `INVALID_ARGUMENT`. The certificate
+//! Envoy's listener verified, `attributes.source.certificate` (URL-encoded PEM), is the
+//! request's client certificate for the routes' `mtls` sources. Every question is
 //! decided through the same driver and host as the proxy's requests, counted and logged.
 //!
 //! **The client address.** Envoy is trusted to report its own downstream peer,
@@ -64,6 +66,8 @@ use http::{HeaderMap, Method, Response, StatusCode};
 use hyper::server::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject as _;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::Code;
@@ -139,6 +143,8 @@ struct Question<'a> {
     headers: HeaderMap,
     client: IpAddr,
     body: BodyView<'a>,
+    /// The certificate Envoy's downstream connection presented, when it did.
+    certificates: Vec<CertificateDer<'static>>,
 }
 
 /// How this front end names itself in traces.
@@ -154,10 +160,11 @@ async fn check(shared: &Arc<Shared>, peer: IpAddr, request: &CheckRequest) -> Ch
         Err(Unasked::Untrusted)
     };
     let asked = question.is_ok();
-    let (decision, method, target, headers, view_peer, html, trace) = match question {
+    let (decision, method, target, headers, view_peer, html, trace, certificates) = match question {
         Ok(q) => {
-            let view =
-                RequestView::new(&q.method, q.target, &q.headers, q.client).with_body(q.body);
+            let view = RequestView::new(&q.method, q.target, &q.headers, q.client)
+                .with_body(q.body)
+                .with_client_certificates(&q.certificates);
             let html = view.prefers_html();
             let trace = shared.telemetry.as_ref().map(|t| {
                 // Envoy is a trusted proxy: the trace context of the request it describes is
@@ -167,7 +174,14 @@ async fn check(shared: &Arc<Shared>, peer: IpAddr, request: &CheckRequest) -> Ch
             let mut host = GatewayHost::new(shared, &engine, None);
             let decision = warden_core::drive(&engine, &view, at, &mut host).await;
             (
-                decision, q.method, q.target, q.headers, q.client, html, trace,
+                decision,
+                q.method,
+                q.target,
+                q.headers,
+                q.client,
+                html,
+                trace,
+                q.certificates,
             )
         }
         Err(unasked) => {
@@ -185,6 +199,7 @@ async fn check(shared: &Arc<Shared>, peer: IpAddr, request: &CheckRequest) -> Ch
                 peer,
                 false,
                 trace,
+                Vec::new(),
             )
         }
     };
@@ -209,7 +224,7 @@ async fn check(shared: &Arc<Shared>, peer: IpAddr, request: &CheckRequest) -> Ch
         method: &method,
         target,
         at,
-        client_certificates: &[],
+        client_certificates: &certificates,
     };
     outcome::record(shared, &decision, facts, status);
     if let Some(trace) = trace {
@@ -251,6 +266,9 @@ fn question(
         })?,
         _ => peer,
     };
+    let certificates = attributes
+        .and_then(|a| a.source.as_ref())
+        .map_or(Ok(Vec::new()), |s| source_certificates(&s.certificate))?;
     let body = if http.raw_body.is_empty() {
         http.body.as_bytes()
     } else {
@@ -270,7 +288,28 @@ fn question(
         headers,
         client,
         body,
+        certificates,
     })
+}
+
+/// `attributes.source.certificate`: the downstream's certificate, URL-encoded PEM (Envoy
+/// fills it when its listener verified a client certificate). Envoy is a trusted proxy, so
+/// it is believed to be what the connection presented; the route's `mtls` source still
+/// judges its chain. Anything that is not PEM certificates is a malformed question.
+fn source_certificates(encoded: &str) -> Result<Vec<CertificateDer<'static>>, Unasked> {
+    const BAD: Unasked =
+        Unasked::Malformed("The source certificate of the check request is not URL-encoded PEM");
+    if encoded.is_empty() {
+        return Ok(Vec::new());
+    }
+    let pem: Vec<u8> = percent_encoding::percent_decode_str(encoded).collect();
+    let certificates = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| BAD)?;
+    if certificates.is_empty() {
+        return Err(BAD);
+    }
+    Ok(certificates)
 }
 
 /// The request's headers: `header_map` when Envoy sends raw headers, else `headers`;

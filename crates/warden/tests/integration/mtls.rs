@@ -588,3 +588,91 @@ async fn a_revoked_subject_is_refused_with_its_certificates() {
     assert_eq!(get(&bob, &url(&s.gw, "/mtls")).await.0, 200);
     s.gw.shutdown().await;
 }
+
+/// `request` as Envoy sends it when its downstream connection presented `pem`.
+fn with_source_certificate(
+    mut request: envoy_types::ext_authz::v3::pb::CheckRequest,
+    encoded: &str,
+) -> envoy_types::ext_authz::v3::pb::CheckRequest {
+    let source = request
+        .attributes
+        .as_mut()
+        .and_then(|a| a.source.as_mut())
+        .unwrap();
+    source.certificate = encoded.to_owned();
+    request
+}
+
+/// Envoy's URL encoding of a PEM certificate (`%20`, `%0A`, …).
+fn url_encoded(pem: &str) -> String {
+    percent_encoding::utf8_percent_encode(pem, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+#[tokio::test]
+async fn envoy_s_reported_certificate_is_judged_by_the_route_on_ext_authz() {
+    use envoy_types::ext_authz::v3::pb::HttpResponse;
+    let dir = std::env::temp_dir().join(format!("warden-mtls-envoy-{}", std::process::id()));
+    let ca = TestCa::new("clients CA");
+    ca.write(&dir, "clients-ca");
+    // No `[gateway.tls]`: behind Envoy, the certificate comes from its report.
+    let text = "[gateway]\ntrusted_proxies = [\"127.0.0.1\"]\n\
+        [forward_auth]\ngrpc_listen = \"127.0.0.1:0\"\n\
+        [log]\ndecisions = \"off\"\n\
+        [upstreams.app]\nurl = \"http://127.0.0.1:9\"\n\
+        [sources.clients]\ntype = \"mtls\"\nca = \"clients-ca.pem\"\n\
+        [[routes]]\npath = \"/mtls\"\nupstream = \"app\"\nauth = [\"clients\"]\n";
+    std::fs::write(dir.join("warden.toml"), text).unwrap();
+    let config = warden_core::Config::load(&dir.join("warden.toml")).unwrap();
+    let gw = Gateway::start(
+        config,
+        warden::gateway::Listeners {
+            grpc: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            ..warden::gateway::Listeners::default()
+        },
+    )
+    .await
+    .unwrap();
+    let mut envoy = crate::ext_authz::envoy(&gw, "127.0.0.1").await;
+    let question = || crate::ext_authz::ask("GET", "/mtls", "198.51.100.7", &[]);
+    let status = |answer: &envoy_types::ext_authz::v3::pb::CheckResponse| {
+        answer.status.as_ref().map_or(-1, |s| s.code)
+    };
+
+    let alice = ca.client("alice", &[]);
+    let answer = crate::ext_authz::check(
+        &mut envoy,
+        with_source_certificate(question(), &url_encoded(&alice.cert)),
+    )
+    .await;
+    assert_eq!(status(&answer), 0, "OK: {answer:?}");
+    let Some(HttpResponse::OkResponse(ok)) = &answer.http_response else {
+        panic!("an OkHttpResponse: {answer:?}");
+    };
+    let subject = ok
+        .headers
+        .iter()
+        .filter_map(|h| h.header.as_ref())
+        .find(|h| h.key == "x-warden-subject")
+        .map(|h| h.value.as_str());
+    assert_eq!(subject, Some("alice"));
+
+    // No certificate, or one of another CA: the route's 401.
+    let answer = crate::ext_authz::check(&mut envoy, question()).await;
+    assert_eq!(status(&answer), 16, "UNAUTHENTICATED");
+    let stranger = TestCa::new("another CA").client("alice", &[]);
+    let answer = crate::ext_authz::check(
+        &mut envoy,
+        with_source_certificate(question(), &url_encoded(&stranger.cert)),
+    )
+    .await;
+    assert_eq!(status(&answer), 16, "UNAUTHENTICATED");
+    // Not PEM: a malformed question, never an allow.
+    let answer = crate::ext_authz::check(
+        &mut envoy,
+        with_source_certificate(question(), "not%20a%20certificate"),
+    )
+    .await;
+    assert_eq!(status(&answer), 3, "INVALID_ARGUMENT");
+    gw.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
