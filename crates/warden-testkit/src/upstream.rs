@@ -24,11 +24,14 @@ pub struct Seen {
     pub headers: HeaderMap,
     /// The whole body.
     pub body: Bytes,
+    /// Which connection it came on: the upstream numbers the connections it accepts from 0.
+    pub connection: usize,
 }
 
 /// A real HTTP server on loopback that records what reaches it.
 ///
-/// `/slow` answers after two seconds, `/missing` answers 404, `/echo-status/NNN` answers NNN;
+/// `/slow` answers after two seconds, `/missing` answers 404, `/close` answers 200 and closes
+/// its connection (`Connection: close`), `/large` streams 4 MiB, `/no-content` answers 204, `/echo-status/NNN` answers NNN;
 /// anything else answers 200 with a small JSON body,
 /// `{"upstream":true,"target":"<path and query>","bytes":<body length>}`. Every answer also
 /// names a header in `Connection` (`x-upstream-secret`), which a proxy must not pass on.
@@ -48,11 +51,15 @@ impl Upstream {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let record = Arc::clone(&seen);
         tokio::spawn(async move {
+            let mut accepted = 0;
             while let Ok((stream, _)) = listener.accept().await {
                 let record = Arc::clone(&record);
+                let connection = accepted;
+                accepted += 1;
                 tokio::spawn(async move {
-                    let service =
-                        hyper::service::service_fn(move |req| answer(Arc::clone(&record), req));
+                    let service = hyper::service::service_fn(move |req| {
+                        answer(Arc::clone(&record), connection, req)
+                    });
                     let _ = http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
@@ -78,6 +85,7 @@ impl Upstream {
 
 async fn answer(
     record: Arc<Mutex<Vec<Seen>>>,
+    connection: usize,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let (parts, body) = req.into_parts();
@@ -96,6 +104,7 @@ async fn answer(
         target: target.clone(),
         headers: parts.headers.clone(),
         body: body.clone(),
+        connection,
     });
     let path = parts.uri.path();
     if path == "/slow" {
@@ -108,11 +117,25 @@ async fn answer(
     } else {
         StatusCode::OK
     };
+    if path.ends_with("/no-content") {
+        let mut response = Response::new(Full::new(Bytes::new()));
+        *response.status_mut() = StatusCode::NO_CONTENT;
+        return Ok(response);
+    }
+    if path.ends_with("/large") {
+        return Ok(Response::new(Full::new(Bytes::from(vec![b'x'; 4 << 20]))));
+    }
     let mut response = Response::new(Full::new(Bytes::from(format!(
         "{{\"upstream\":true,\"target\":\"{target}\",\"bytes\":{}}}",
         body.len()
     ))));
     *response.status_mut() = status;
+    if path.ends_with("/close") {
+        response
+            .headers_mut()
+            .insert("connection", HeaderValue::from_static("close"));
+        return Ok(response);
+    }
     response
         .headers_mut()
         .insert("content-type", HeaderValue::from_static("application/json"));

@@ -284,3 +284,105 @@ async fn upstream_settings_are_checked_at_their_line() {
         assert!(error.contains(expected), "{expected} in {error}");
     }
 }
+
+/// The connections each request reached the upstream on, in order.
+fn connections(up: &Upstream) -> Vec<usize> {
+    up.seen().iter().map(|s| s.connection).collect()
+}
+
+#[tokio::test]
+async fn http1_upstream_connections_are_kept_and_reused() {
+    let up = Upstream::start().await;
+    let gw = pool_gateway(&[up.addr], "").await;
+    let mut seen = 0;
+    for path in ["/pool/a", "/pool/no-content", "/pool/b", "/pool/missing"] {
+        for _ in 0..3 {
+            let response = get(&gw, path).await;
+            assert!(up.seen().len() > seen, "{path} reached the upstream");
+            seen += 1;
+            assert!(response.status().as_u16() < 500, "{path}");
+            response.bytes().await.unwrap();
+        }
+    }
+    // One worker thread, one request at a time: one connection, bodyless answers included.
+    assert_eq!(connections(&up), [0; 12]);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_connection_the_upstream_closes_is_not_reused() {
+    let up = Upstream::start().await;
+    let gw = pool_gateway(&[up.addr], "").await;
+    assert_eq!(get(&gw, "/pool/close").await.status(), 200);
+    assert_eq!(get(&gw, "/pool/after").await.status(), 200);
+    assert_eq!(get(&gw, "/pool/again").await.status(), 200);
+    assert_eq!(connections(&up), [0, 1, 1]);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_response_dropped_half_read_closes_its_connection() {
+    let up = Upstream::start().await;
+    let gw = pool_gateway(&[up.addr], "").await;
+    let mut response = get(&gw, "/pool/large").await;
+    assert_eq!(response.status(), 200);
+    assert!(response.chunk().await.unwrap().is_some());
+    drop(response);
+    // The half-read connection is never given to the next request, whose answer would
+    // otherwise be the rest of the large body.
+    let next = get(&gw, "/pool/next").await;
+    assert_eq!(next.status(), 200);
+    let body: Value = next.json().await.unwrap();
+    assert_eq!(body["target"], "/pool/next");
+    assert_eq!(connections(&up), [0, 1]);
+    gw.shutdown().await;
+}
+
+/// An upstream that answers one request per connection with a keep-alive response, then
+/// closes the connection a moment later, as a server with a short idle timeout does.
+async fn closing_upstream() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = std::sync::Arc::clone(&accepted);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test]
+async fn an_idle_connection_the_upstream_closed_is_replaced() {
+    let (addr, accepted) = closing_upstream().await;
+    let gw = pool_gateway(&[addr], "").await;
+    for _ in 0..3 {
+        let response = get(&gw, "/pool/x").await;
+        assert_eq!(
+            response.status(),
+            200,
+            "never a 502 for a closed idle connection"
+        );
+        assert_eq!(response.text().await.unwrap(), "ok");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
+    gw.shutdown().await;
+}
