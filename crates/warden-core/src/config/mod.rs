@@ -293,6 +293,13 @@ pub struct ForwardAuthSettings {
     /// The path prefix of Envoy's HTTP mode: `PREFIX/original/path` is asked as
     /// `/original/path` with the request's own method.
     pub envoy_prefix: String,
+    /// The header of a forward-auth question that carries the client certificate the asking
+    /// proxy's TLS listener received, for the `mtls` sources: URL-encoded PEM (NGINX's
+    /// `$ssl_client_escaped_cert`) or base64 DER, several comma-separated (Traefik's
+    /// `X-Forwarded-Tls-Client-Cert`, Caddy's `certificate_der_base64`). Read only from a
+    /// trusted proxy, which must set it on every question (empty without a certificate) so
+    /// a client's own never passes; `None`: no question carries a certificate.
+    pub client_certificate_header: Option<http::HeaderName>,
 }
 
 impl Config {
@@ -361,13 +368,15 @@ impl Config {
                 source,
                 &base_dir,
                 sessions.as_ref(),
-                // Where client certificates can come from: warden's own TLS handshake, or
-                // Envoy's `ext_authz` report of its downstream's.
+                // Where client certificates can come from: warden's own TLS handshake,
+                // Envoy's `ext_authz` report of its downstream's, or the configured header
+                // of a forward-auth proxy.
                 raw.gateway.tls.is_some()
-                    || raw
-                        .forward_auth
-                        .as_ref()
-                        .is_some_and(|f| f.get_ref().grpc_listen.is_some()),
+                    || raw.forward_auth.as_ref().is_some_and(|f| {
+                        let f = f.get_ref();
+                        f.grpc_listen.is_some()
+                            || (f.listen.is_some() && f.client_certificate_header.is_some())
+                    }),
                 &mut errors,
             ) {
                 sources.insert(Arc::from(name.as_str()), Arc::new(checked));
@@ -756,10 +765,28 @@ fn forward_auth_settings(
             text.to_owned()
         }
     };
+    let client_certificate_header = f.client_certificate_header.as_ref().and_then(|h| {
+        let name = http::HeaderName::from_bytes(h.get_ref().trim().as_bytes()).ok();
+        if name.is_none() {
+            errors.at(
+                h.span(),
+                "forward_auth.client_certificate_header",
+                "expected a header name such as X-Client-Cert",
+            );
+        } else if f.listen.is_none() {
+            errors.at(
+                h.span(),
+                "forward_auth.client_certificate_header",
+                "the header is read by the HTTP listener: set `listen` too",
+            );
+        }
+        name
+    });
     Some(ForwardAuthSettings {
         listen,
         grpc_listen,
         envoy_prefix,
+        client_certificate_header,
     })
 }
 

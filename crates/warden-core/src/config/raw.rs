@@ -144,6 +144,9 @@ pub(crate) struct RawForwardAuth {
     pub grpc_listen: Option<Spanned<String>>,
     /// The path prefix of Envoy's HTTP mode (`path_prefix` in Envoy's configuration).
     pub envoy_prefix: Option<Spanned<String>>,
+    /// The header in which the asking proxy sends the client certificate its TLS listener
+    /// received (NGINX `$ssl_client_escaped_cert`, Traefik `X-Forwarded-Tls-Client-Cert`).
+    pub client_certificate_header: Option<Spanned<String>>,
 }
 
 /// Request hygiene: path policies, body limits, the WAF.

@@ -79,8 +79,10 @@ fn check_mtls(
             span.clone(),
             field("type"),
             "an `mtls` source needs `[gateway.tls]` (the client certificate is read from the \
-             TLS handshake of warden's own listener) or `[forward_auth] grpc_listen` (Envoy's \
-             `ext_authz` reports the certificate of its downstream connection); never a header",
+             TLS handshake of warden's own listener), `[forward_auth] grpc_listen` (Envoy's \
+             `ext_authz` reports the certificate of its downstream connection) or \
+             `[forward_auth] client_certificate_header` (the header a trusted forward-auth proxy \
+             sets on every question); never a header a client sends",
         );
     }
     let Some(ca) = &raw.ca else {

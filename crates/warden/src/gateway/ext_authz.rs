@@ -67,7 +67,6 @@ use hyper::server::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use rustls_pki_types::CertificateDer;
-use rustls_pki_types::pem::PemObject as _;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::Code;
@@ -297,19 +296,9 @@ fn question(
 /// it is believed to be what the connection presented; the route's `mtls` source still
 /// judges its chain. Anything that is not PEM certificates is a malformed question.
 fn source_certificates(encoded: &str) -> Result<Vec<CertificateDer<'static>>, Unasked> {
-    const BAD: Unasked =
-        Unasked::Malformed("The source certificate of the check request is not URL-encoded PEM");
-    if encoded.is_empty() {
-        return Ok(Vec::new());
-    }
-    let pem: Vec<u8> = percent_encoding::percent_decode_str(encoded).collect();
-    let certificates = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|_| BAD)?;
-    if certificates.is_empty() {
-        return Err(BAD);
-    }
-    Ok(certificates)
+    super::client_certificate::decode(encoded).ok_or(Unasked::Malformed(
+        "The source certificate of the check request is not URL-encoded PEM",
+    ))
 }
 
 /// The request's headers: `header_map` when Envoy sends raw headers, else `headers`;

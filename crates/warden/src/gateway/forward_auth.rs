@@ -34,6 +34,7 @@ use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
+use rustls_pki_types::CertificateDer;
 use warden_core::decision::{CookieChange, ForwardHeaders, Stage};
 use warden_core::request::BodyView;
 use warden_core::response::{self, Branding, Rendered};
@@ -67,6 +68,28 @@ struct Question {
     method: Method,
     target: String,
     headers: HeaderMap,
+    /// The client certificate the proxy reports (`[forward_auth] client_certificate_header`).
+    certificates: Vec<CertificateDer<'static>>,
+}
+
+impl Question {
+    /// Take the client certificate out of the configured header, which is sent at most once;
+    /// one that is not a certificate makes the question malformed.
+    fn with_certificates(mut self, header: Option<&HeaderName>) -> Result<Self, Unasked> {
+        const BAD: Unasked = Unasked::Malformed(
+            "The client certificate header is neither URL-encoded PEM nor base64 DER",
+        );
+        let Some(name) = header else {
+            return Ok(self);
+        };
+        let value = single(&self.headers, name)?;
+        self.headers.remove(name);
+        if let Some(value) = value {
+            let text = value.to_str().map_err(|_| BAD)?;
+            self.certificates = super::client_certificate::decode(text).ok_or(BAD)?;
+        }
+        Ok(self)
+    }
 }
 
 /// Why a question cannot be asked (400, or 403 for a peer that may not ask). Shared with the
@@ -153,13 +176,19 @@ pub(crate) async fn handle(
         || path
             .strip_prefix(envoy_prefix)
             .is_some_and(|rest| rest.starts_with('/'));
+    let certificate_header = engine
+        .config()
+        .forward_auth
+        .as_ref()
+        .and_then(|f| f.client_certificate_header.as_ref());
     let question = if !trusted {
         Err(Unasked::Untrusted)
     } else if envoy {
         Ok(envoy_question(&parts, envoy_prefix))
     } else {
         forwarded_question(&parts.headers)
-    };
+    }
+    .and_then(|q| q.with_certificates(certificate_header));
     let want_replay = parts.headers.contains_key(WANT_REPLAY);
     let trace = shared.telemetry.as_ref().map(|t| {
         // The asking proxy's trace context is believed as the proxy listener believes a
@@ -171,44 +200,54 @@ pub(crate) async fn handle(
         t.request(method, headers, trusted, at, FRONT_END)
     });
 
-    let (decision, facts_method, facts_target, question_headers, html) = match question {
-        Ok(question) => {
-            // Forward-auth questions carry no body (NGINX, Caddy and Traefik send none);
-            // Envoy's HTTP mode may, when it is configured to buffer the body.
-            let (body, body_view) = if envoy {
-                warden_core::body::split(body)
-            } else {
-                (None, BodyView::Complete(&[]))
-            };
-            let view = RequestView::new(
-                &question.method,
-                &question.target,
-                &question.headers,
-                peer.ip(),
-            )
-            .with_body(body_view);
-            let html = view.prefers_html();
-            let mut host = GatewayHost::new(&shared, &engine, body);
-            let decision = warden_core::drive(&engine, &view, at, &mut host).await;
-            (
-                decision,
-                question.method,
-                question.target,
-                Some(question.headers),
-                html,
-            )
-        }
-        Err(unasked) => {
-            let target = parts
-                .uri
-                .path_and_query()
-                .map_or_else(|| parts.uri.path().to_owned(), |pq| pq.as_str().to_owned());
-            let view = RequestView::new(&parts.method, &target, &parts.headers, peer.ip());
-            let html = view.prefers_html();
-            let decision = unasked.refuse(&engine, &view, at);
-            (decision, parts.method.clone(), target, None, html)
-        }
-    };
+    let (decision, facts_method, facts_target, question_headers, html, certificates) =
+        match question {
+            Ok(question) => {
+                // Forward-auth questions carry no body (NGINX, Caddy and Traefik send none);
+                // Envoy's HTTP mode may, when it is configured to buffer the body.
+                let (body, body_view) = if envoy {
+                    warden_core::body::split(body)
+                } else {
+                    (None, BodyView::Complete(&[]))
+                };
+                let view = RequestView::new(
+                    &question.method,
+                    &question.target,
+                    &question.headers,
+                    peer.ip(),
+                )
+                .with_body(body_view)
+                .with_client_certificates(&question.certificates);
+                let html = view.prefers_html();
+                let mut host = GatewayHost::new(&shared, &engine, body);
+                let decision = warden_core::drive(&engine, &view, at, &mut host).await;
+                (
+                    decision,
+                    question.method,
+                    question.target,
+                    Some(question.headers),
+                    html,
+                    question.certificates,
+                )
+            }
+            Err(unasked) => {
+                let target = parts
+                    .uri
+                    .path_and_query()
+                    .map_or_else(|| parts.uri.path().to_owned(), |pq| pq.as_str().to_owned());
+                let view = RequestView::new(&parts.method, &target, &parts.headers, peer.ip());
+                let html = view.prefers_html();
+                let decision = unasked.refuse(&engine, &view, at);
+                (
+                    decision,
+                    parts.method.clone(),
+                    target,
+                    None,
+                    html,
+                    Vec::new(),
+                )
+            }
+        };
 
     let branding = Branding::from(engine.config());
     let mut answer = match response::render(&decision, branding, html) {
@@ -261,7 +300,7 @@ pub(crate) async fn handle(
         method: &facts_method,
         target: &facts_target,
         at,
-        client_certificates: &[],
+        client_certificates: &certificates,
     };
     outcome::record(&shared, &decision, facts, answer.status());
     if let Some(trace) = trace {
@@ -342,6 +381,7 @@ fn forwarded_question(headers: &HeaderMap) -> Result<Question, Unasked> {
         method,
         target,
         headers: original,
+        certificates: Vec::new(),
     })
 }
 
@@ -363,6 +403,7 @@ fn envoy_question(parts: &http::request::Parts, prefix: &str) -> Question {
         method: parts.method.clone(),
         target,
         headers,
+        certificates: Vec::new(),
     }
 }
 

@@ -5,6 +5,7 @@
 
 mod admin;
 mod body;
+mod client_certificate;
 mod dashboard;
 mod decide;
 mod ext_authz;

@@ -210,6 +210,18 @@ fn temp_dir(kind: Kind) -> PathBuf {
 /// Start the proxy in front of `warden` (its forward-auth listener) and `app`, and wait
 /// (bounded) until it accepts connections. A start that loses its port is retried.
 fn start_proxy(kind: Kind, warden: SocketAddr, app: SocketAddr) -> Proxy {
+    start_proxy_with(kind, warden, app, None, None)
+}
+
+/// [`start_proxy`] with another NGINX site (`listen 80` becomes the free port) and files
+/// copied into the proxy's directory first.
+fn start_proxy_with(
+    kind: Kind,
+    warden: SocketAddr,
+    app: SocketAddr,
+    site: Option<String>,
+    files: Option<&Path>,
+) -> Proxy {
     let program = binary(match kind {
         Kind::Nginx => "nginx",
         Kind::Caddy => "caddy",
@@ -219,11 +231,21 @@ fn start_proxy(kind: Kind, warden: SocketAddr, app: SocketAddr) -> Proxy {
         let port = free_port();
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let dir = temp_dir(kind);
+        if let Some(from) = files {
+            for entry in std::fs::read_dir(from).unwrap() {
+                let entry = entry.unwrap();
+                if entry.file_type().unwrap().is_file() {
+                    std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
+                }
+            }
+        }
         let mut command = Command::new(&program);
         match kind {
             Kind::Nginx => {
-                let site = filled(NGINX_SITE, warden, app)
-                    .replace("listen 80;", &format!("listen {addr};"));
+                let site = site
+                    .clone()
+                    .unwrap_or_else(|| filled(NGINX_SITE, warden, app))
+                    .replace("listen 80", &format!("listen {addr}"));
                 let conf = format!(
                     "worker_processes 1;\nmaster_process off;\npid nginx.pid;\n\
                      error_log error.log info;\nevents {{ worker_connections 64; }}\n\
@@ -677,7 +699,11 @@ fn the_readme_shows_the_tested_recipes() {
     let readme =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
             .unwrap();
-    for (name, recipe) in [("NGINX", NGINX_SITE), ("Caddy", CADDY_SITE)] {
+    for (name, recipe) in [
+        ("NGINX", NGINX_SITE),
+        ("Caddy", CADDY_SITE),
+        ("NGINX mTLS", NGINX_MTLS_SITE),
+    ] {
         assert!(
             readme.contains(recipe),
             "the README's {name} recipe is not the one the tests run:\n{recipe}"
@@ -1135,5 +1161,181 @@ async fn forward_auth_and_ext_authz_refusals_are_explained_on_the_dashboard() {
     assert!(text.starts_with(&format!("decision {id}: 401 ")), "{text}");
     assert!(text.contains("GET /me"), "{text}");
     assert!(text.contains("198.51.100.9"), "{text}");
+    gw.shutdown().await;
+}
+
+// ---- mTLS behind a forward-auth proxy ----
+
+/// The README's NGINX recipe for `mtls` sources: NGINX terminates TLS, asks for a client
+/// certificate and sends the one it received on every question; the test fills in its
+/// addresses and puts the certificate files beside the configuration.
+const NGINX_MTLS_SITE: &str = r#"upstream warden { server 127.0.0.1:9091; }   # warden's [forward_auth] listen
+upstream app { server 127.0.0.1:3000; }
+
+server {
+    listen 80 ssl;
+    ssl_certificate server.pem;
+    ssl_certificate_key server.key;
+    # Ask for a client certificate; warden verifies its chain against the source's `ca`
+    # (`optional` with `ssl_client_certificate` makes NGINX verify it as well).
+    ssl_verify_client optional_no_ca;
+
+    location / {
+        auth_request /_warden_auth;
+        auth_request_set $warden_subject $upstream_http_x_warden_subject;
+        auth_request_set $warden_source $upstream_http_x_warden_auth_source;
+        proxy_set_header X-Warden-Subject $warden_subject;
+        proxy_set_header X-Warden-Auth-Source $warden_source;
+        proxy_pass http://app;
+    }
+
+    location = /_warden_auth {
+        internal;
+        proxy_pass http://warden;
+        proxy_pass_request_body off;
+        proxy_set_header Content-Length "";
+        proxy_set_header X-Original-URI $request_uri;
+        proxy_set_header X-Forwarded-Method $request_method;
+        proxy_set_header X-Forwarded-Host $http_host;
+        proxy_set_header X-Forwarded-For $remote_addr;
+        proxy_set_header X-Forwarded-Uri "";
+        proxy_set_header X-Original-Method "";
+        # The certificate the client presented, as URL-encoded PEM. Set on every question:
+        # without a certificate it is empty, NGINX sends no such header, and a client's own
+        # X-Client-Cert never reaches warden.
+        proxy_set_header X-Client-Cert $ssl_client_escaped_cert;
+    }
+}
+"#;
+
+/// The forward-auth fixture reading client certificates from `header`, with the `mtls`
+/// source `clients` (CA `ca`) on the route `/mtls`.
+fn mtls_fixture(header: Option<&str>, ca: &Path) -> common::Fixture {
+    let listen = "[forward_auth]\nlisten = \"127.0.0.1:0\"\n";
+    let config = match header {
+        Some(h) => fixture(BASE).replace(
+            listen,
+            &format!("{listen}client_certificate_header = \"{h}\"\n"),
+        ),
+        // Certificates then come only from Envoy's gRPC check.
+        None => fixture(BASE).replace(listen, &format!("{listen}grpc_listen = \"127.0.0.1:0\"\n")),
+    };
+    config.append(&format!(
+        "[sources.clients]\ntype = \"mtls\"\nca = \"{}\"\n\n\
+         [[routes]]\nname = \"mtls\"\npath = \"/mtls\"\nupstream = \"app\"\nauth = [\"clients\"]\n",
+        ca.display()
+    ))
+}
+
+#[tokio::test]
+async fn nginx_passes_the_client_certificate_and_warden_judges_it() {
+    use crate::common::certs::TestCa;
+    let dir = crate::tls::dir("forward-auth-mtls");
+    crate::tls::listener_certs(&dir);
+    let clients = TestCa::new("forward-auth clients CA");
+    let ca = clients.write(&dir.join("warden"), "clients-ca");
+    let upstream = Upstream::start().await;
+    let gw = forward_auth_gateway(mtls_fixture(Some("X-Client-Cert"), &ca), &upstream).await;
+    let warden = gw.forward_auth_addr.unwrap();
+    let site = filled(NGINX_MTLS_SITE, warden, upstream.addr);
+    let proxy = start_proxy_with(Kind::Nginx, warden, upstream.addr, Some(site), Some(&dir));
+    let url = format!("https://localhost:{}/mtls", proxy.addr.port());
+
+    let alice = clients.client("alice", &[]);
+    let with_alice = crate::mtls::https_client(&dir, proxy.addr, Some(&alice));
+    let response = with_alice.get(&url).send().await.unwrap();
+    assert_eq!(response.status(), 200, "{}", proxy.log());
+    let seen = upstream.last();
+    assert_eq!(seen.headers["x-warden-subject"], "alice");
+    assert_eq!(seen.headers["x-warden-auth-source"], "clients");
+    assert!(seen.headers.get("x-client-cert").is_none());
+
+    // No certificate: 401. Alice's certificate (public, and enough for a header) sent by
+    // a client without her key: NGINX replaces the header, so it is still a 401.
+    let anonymous = crate::mtls::https_client(&dir, proxy.addr, None);
+    assert_eq!(anonymous.get(&url).send().await.unwrap().status(), 401);
+    let forged: String =
+        percent_encoding::utf8_percent_encode(&alice.cert, percent_encoding::NON_ALPHANUMERIC)
+            .collect();
+    let response = anonymous
+        .get(&url)
+        .header("x-client-cert", &forged)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        401,
+        "a client's own certificate header is never believed"
+    );
+
+    // Another CA's certificate: NGINX takes it (`optional_no_ca`), warden's source refuses it.
+    let mallory = TestCa::new("another CA").client("alice", &[]);
+    let with_mallory = crate::mtls::https_client(&dir, proxy.addr, Some(&mallory));
+    assert_eq!(with_mallory.get(&url).send().await.unwrap().status(), 401);
+    assert_eq!(
+        upstream.seen().len(),
+        1,
+        "only alice's request reached the app"
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn traefik_s_client_certificate_header_is_read_only_when_configured() {
+    use crate::common::certs::TestCa;
+    use base64::Engine as _;
+    let dir = crate::tls::dir("forward-auth-mtls-traefik");
+    let clients = TestCa::new("forward-auth clients CA");
+    let ca = clients.write(&dir, "clients-ca");
+    let upstream = Upstream::start().await;
+    // Traefik's passTLSClientCert: base64 DER without the PEM lines, the chain comma-separated.
+    let alice = clients.client("alice", &[]);
+    let der = rustls_pki_types::pem::PemObject::from_pem_slice(alice.cert.as_bytes())
+        .map(|c: rustls_pki_types::CertificateDer<'static>| c.to_vec())
+        .unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&der);
+    let header = "X-Forwarded-Tls-Client-Cert";
+    let question = |cert: &str| {
+        let mut headers = traefik("GET", "/mtls", "203.0.113.9");
+        headers.push((header, cert));
+        headers
+            .into_iter()
+            .map(|(n, v)| (n.to_owned(), v.to_owned()))
+            .collect::<Vec<_>>()
+    };
+    let ask_with = |gw: &Gateway, cert: &str| {
+        let headers = question(cert);
+        let addr = gw.forward_auth_addr.unwrap();
+        async move {
+            let pairs: Vec<(&str, &str)> = headers
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_str()))
+                .collect();
+            ask_from("127.0.0.1", addr, reqwest::Method::GET, "/auth", &pairs).await
+        }
+    };
+
+    let gw = forward_auth_gateway(mtls_fixture(Some(header), &ca), &upstream).await;
+    let allowed = ask_with(&gw, &b64).await;
+    assert_eq!(allowed.status, 200, "{}", allowed.body);
+    assert_eq!(allowed.headers["x-warden-subject"], "alice");
+    assert_eq!(
+        ask_with(&gw, "").await.status,
+        401,
+        "an empty header: no certificate"
+    );
+    let malformed = ask_with(&gw, "bm90IGEgY2VydA==").await;
+    assert_eq!(malformed.status, 400, "{}", malformed.body);
+    assert!(
+        malformed.body.contains("client certificate header"),
+        "{}",
+        malformed.body
+    );
+    gw.shutdown().await;
+
+    // Without `client_certificate_header` the same header is only a header.
+    let gw = forward_auth_gateway(mtls_fixture(None, &ca), &upstream).await;
+    assert_eq!(ask_with(&gw, &b64).await.status, 401);
     gw.shutdown().await;
 }

@@ -80,7 +80,11 @@ async fn setup(name: &str, extra: &str) -> Setup {
 
 /// A reqwest client that trusts the listener's CA, resolves `localhost` to the gateway and
 /// presents `identity` when given.
-fn https_client(dir: &Path, addr: SocketAddr, identity: Option<&Issued>) -> reqwest::Client {
+pub(crate) fn https_client(
+    dir: &Path,
+    addr: SocketAddr,
+    identity: Option<&Issued>,
+) -> reqwest::Client {
     warden::install_crypto_provider();
     let ca = std::fs::read(dir.join("ca.pem")).unwrap();
     let mut builder = reqwest::Client::builder()
