@@ -3,21 +3,17 @@
 //! failures classified as 502, 503 or 504.
 
 mod connect;
-mod h1;
 pub(crate) mod pool;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::Authority;
 use http::{Request, Response};
-use http_body::{Body, Frame, SizeHint};
+use http_body::Body as _;
 use hyper::body::Incoming;
 
 use super::request_body::CappedBody;
@@ -160,7 +156,7 @@ impl UpstreamClient {
         pool: &Pool,
         mut request: Request<CappedBody>,
         path_and_query: &str,
-    ) -> Result<Response<UpstreamBody>, UpstreamFailure> {
+    ) -> Result<Response<Incoming>, UpstreamFailure> {
         let retryable = request.method().is_idempotent() && request.body().is_end_stream();
         let attempts = if retryable {
             pool.host_count().min(3)
@@ -180,7 +176,7 @@ impl UpstreamClient {
             *request.uri_mut() = uri;
             set_host(request.headers_mut(), pool.upstream(), host.authority());
             let in_flight = host.start();
-            let sent = tokio::time::timeout(self.timeout, exchange(pool, host, request)).await;
+            let sent = tokio::time::timeout(self.timeout, pool.client().request(request)).await;
             drop(in_flight);
             let failure = match sent {
                 Ok(Ok(response)) => {
@@ -188,8 +184,8 @@ impl UpstreamClient {
                     return Ok(response);
                 }
                 Err(_) => UpstreamFailure::Timeout,
-                Ok(Err(h1::Failure::Connect(e))) => UpstreamFailure::Unavailable(connect_kind(&*e)),
-                Ok(Err(h1::Failure::Exchange(e))) => {
+                Ok(Err(e)) if e.is_connect() => UpstreamFailure::Unavailable(connect_kind(&e)),
+                Ok(Err(e)) => {
                     tracing::debug!(error = %e, upstream = pool.name(), host = %host.authority(), "upstream exchange failed");
                     UpstreamFailure::Unavailable("protocol")
                 }
@@ -219,69 +215,12 @@ fn copy_head(request: &Request<CappedBody>) -> Request<CappedBody> {
     copy
 }
 
-/// One exchange with `host`: HTTP/1.1 on a connection the request drives itself, HTTP/2
-/// and WebSocket handshakes through the pooled client.
-async fn exchange(
-    pool: &Pool,
-    host: &pool::Host,
-    request: Request<CappedBody>,
-) -> Result<Response<UpstreamBody>, h1::Failure> {
-    let upgrade = request.headers().contains_key(header::UPGRADE);
-    if pool.upstream().protocol == UpstreamProtocol::Http1 && !upgrade {
-        let response = h1::send(host.connections(), pool.connector(), request).await?;
-        return Ok(response.map(UpstreamBody::Driven));
-    }
-    match pool.client().request(request).await {
-        Ok(response) => Ok(response.map(UpstreamBody::Pooled)),
-        Err(e) if e.is_connect() => Err(h1::Failure::Connect(Box::new(e))),
-        Err(e) => Err(h1::Failure::Exchange(Box::new(e))),
-    }
-}
-
-/// An upstream's response body, from either client.
-#[derive(Debug)]
-pub(crate) enum UpstreamBody {
-    /// From the pooled client (HTTP/2, WebSocket handshakes).
-    Pooled(Incoming),
-    /// From a connection this response drives (HTTP/1.1).
-    Driven(h1::DrivenBody),
-}
-
-impl Body for UpstreamBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match self.get_mut() {
-            Self::Pooled(body) => Pin::new(body).poll_frame(cx),
-            Self::Driven(body) => Pin::new(body).poll_frame(cx),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            Self::Pooled(body) => body.is_end_stream(),
-            Self::Driven(body) => body.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            Self::Pooled(body) => body.size_hint(),
-            Self::Driven(body) => body.size_hint(),
-        }
-    }
-}
-
 /// A failed connection: a TLS failure (certificate, name, handshake) told apart from a
 /// refused or unreachable host, for the log and the metrics.
-fn connect_kind(error: &(dyn std::error::Error + 'static)) -> &'static str {
+fn connect_kind(error: &hyper_util::client::legacy::Error) -> &'static str {
     // The connector's errors come as `io::Error`s, one inside another, with rustls's at the
     // bottom: follow each one's inner error as well as its source.
-    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    let mut next: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(error);
     while let Some(e) = next {
         if e.is::<rustls::Error>() {
             return "tls";

@@ -14,7 +14,6 @@ use warden_core::config::{Balance, PassiveHealth, ServeSettings, Upstream};
 
 use super::UpstreamError;
 use super::connect::{self, Connector};
-use super::h1::Connections;
 use crate::gateway::request_body::CappedBody;
 
 /// One upstream's hosts and its client.
@@ -23,8 +22,6 @@ pub(crate) struct Pool {
     name: Arc<str>,
     upstream: Upstream,
     client: Client<Connector, CappedBody>,
-    /// The connector of the HTTP/1.1 connections requests drive themselves.
-    connector: Connector,
     /// The active health check's client, when one is configured.
     checker: Option<Client<Connector, Empty<Bytes>>>,
     hosts: Box<[Host]>,
@@ -68,8 +65,7 @@ impl Pool {
             .collect();
         Ok(Self {
             name: Arc::clone(name),
-            client: connect::client(connector.clone(), upstream),
-            connector,
+            client: connect::client(connector, upstream),
             checker,
             hosts,
             upstream: upstream.clone(),
@@ -90,10 +86,6 @@ impl Pool {
 
     pub(super) fn client(&self) -> &Client<Connector, CappedBody> {
         &self.client
-    }
-
-    pub(super) fn connector(&self) -> &Connector {
-        &self.connector
     }
 
     pub(super) fn host_count(&self) -> usize {
@@ -119,8 +111,6 @@ impl Pool {
 #[derive(Debug)]
 pub(crate) struct Host {
     authority: Authority,
-    /// Idle HTTP/1.1 connections to the host, by worker thread.
-    connections: Arc<Connections>,
     in_flight: AtomicUsize,
     /// Consecutive failures since the last success.
     failures: AtomicU32,
@@ -136,7 +126,6 @@ impl Host {
     fn new(authority: Authority, passive: Option<PassiveHealth>, epoch: Instant) -> Self {
         Self {
             authority,
-            connections: Arc::default(),
             in_flight: AtomicUsize::new(0),
             failures: AtomicU32::new(0),
             ejected_until: AtomicU64::new(0),
@@ -165,10 +154,6 @@ impl Host {
     /// `host:port`.
     pub fn authority(&self) -> &Authority {
         &self.authority
-    }
-
-    pub(super) fn connections(&self) -> &Arc<Connections> {
-        &self.connections
     }
 
     fn now_ms(&self) -> u64 {
