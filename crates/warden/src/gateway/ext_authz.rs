@@ -294,7 +294,8 @@ fn question(
 /// `attributes.source.certificate`: the downstream's certificate, URL-encoded PEM (Envoy
 /// fills it when its listener verified a client certificate). Envoy is a trusted proxy, so
 /// it is believed to be what the connection presented; the route's `mtls` source still
-/// judges its chain. Anything that is not PEM certificates is a malformed question.
+/// judges its chain. Anything that is not certificates (URL-encoded PEM, or base64 DER as the
+/// forward-auth header may carry) is a malformed question.
 fn source_certificates(encoded: &str) -> Result<Vec<CertificateDer<'static>>, Unasked> {
     super::client_certificate::decode(encoded).ok_or(Unasked::Malformed(
         "The source certificate of the check request is not URL-encoded PEM",
