@@ -321,20 +321,21 @@ async fn a_connection_the_upstream_closes_is_not_reused() {
 }
 
 #[tokio::test]
-async fn a_response_dropped_half_read_closes_its_connection() {
+async fn a_response_dropped_half_read_never_reaches_the_next_request() {
     let up = Upstream::start().await;
     let gw = pool_gateway(&[up.addr], "").await;
     let mut response = get(&gw, "/pool/large").await;
     assert_eq!(response.status(), 200);
     assert!(response.chunk().await.unwrap().is_some());
     drop(response);
-    // The half-read connection is never given to the next request, whose answer would
-    // otherwise be the rest of the large body.
+    // The pooled client closes a connection whose body was dropped unread, or keeps it when
+    // the whole body had already arrived (loopback is fast); either way the next answer is
+    // the next request's own, never the rest of the large body.
     let next = get(&gw, "/pool/next").await;
     assert_eq!(next.status(), 200);
     let body: Value = next.json().await.unwrap();
     assert_eq!(body["target"], "/pool/next");
-    assert_eq!(connections(&up), [0, 1]);
+    assert_eq!(up.seen().len(), 2);
     gw.shutdown().await;
 }
 
