@@ -30,11 +30,12 @@ pub struct Seen {
 
 /// A real HTTP server on loopback that records what reaches it.
 ///
-/// `/slow` answers after two seconds, `/missing` answers 404, `/close` answers 200 and closes
-/// its connection (`Connection: close`), `/large` streams 4 MiB, `/no-content` answers 204, `/echo-status/NNN` answers NNN;
-/// anything else answers 200 with a small JSON body,
-/// `{"upstream":true,"target":"<path and query>","bytes":<body length>}`. Every answer also
-/// names a header in `Connection` (`x-upstream-secret`), which a proxy must not pass on.
+/// `/slow` answers after two seconds, `/missing` answers 404, `/echo-status/NNN` answers NNN.
+/// A path ending in `/no-content` answers 204, one ending in `/large` 4 MiB of `x`, one ending
+/// in `/close` the JSON below with `Connection: close`, closing its connection; anything else
+/// answers 200 with a small JSON body,
+/// `{"upstream":true,"target":"<path and query>","bytes":<body length>}`, which also names a
+/// header in `Connection` (`x-upstream-secret`) that a proxy must not pass on.
 #[derive(Debug, Clone)]
 pub struct Upstream {
     /// Where it listens (a free loopback port).

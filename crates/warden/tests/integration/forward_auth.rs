@@ -1281,6 +1281,13 @@ async fn nginx_passes_the_client_certificate_and_warden_judges_it() {
     gw.shutdown().await;
 }
 
+/// Traefik's question for `/mtls` with the client certificate `cert` in `header`.
+async fn ask_with_certificate(gw: &Gateway, header: &str, cert: &str) -> Answer {
+    let mut headers = traefik("GET", "/mtls", "203.0.113.9");
+    headers.push((header, cert));
+    ask(gw, "/auth", &headers).await
+}
+
 #[tokio::test]
 async fn traefik_s_client_certificate_header_is_read_only_when_configured() {
     use crate::common::certs::TestCa;
@@ -1296,36 +1303,16 @@ async fn traefik_s_client_certificate_header_is_read_only_when_configured() {
         .unwrap();
     let b64 = base64::engine::general_purpose::STANDARD.encode(&der);
     let header = "X-Forwarded-Tls-Client-Cert";
-    let question = |cert: &str| {
-        let mut headers = traefik("GET", "/mtls", "203.0.113.9");
-        headers.push((header, cert));
-        headers
-            .into_iter()
-            .map(|(n, v)| (n.to_owned(), v.to_owned()))
-            .collect::<Vec<_>>()
-    };
-    let ask_with = |gw: &Gateway, cert: &str| {
-        let headers = question(cert);
-        let addr = gw.forward_auth_addr.unwrap();
-        async move {
-            let pairs: Vec<(&str, &str)> = headers
-                .iter()
-                .map(|(n, v)| (n.as_str(), v.as_str()))
-                .collect();
-            ask_from("127.0.0.1", addr, reqwest::Method::GET, "/auth", &pairs).await
-        }
-    };
-
     let gw = forward_auth_gateway(mtls_fixture(Some(header), &ca), &upstream).await;
-    let allowed = ask_with(&gw, &b64).await;
+    let allowed = ask_with_certificate(&gw, header, &b64).await;
     assert_eq!(allowed.status, 200, "{}", allowed.body);
     assert_eq!(allowed.headers["x-warden-subject"], "alice");
     assert_eq!(
-        ask_with(&gw, "").await.status,
+        ask_with_certificate(&gw, header, "").await.status,
         401,
         "an empty header: no certificate"
     );
-    let malformed = ask_with(&gw, "bm90IGEgY2VydA==").await;
+    let malformed = ask_with_certificate(&gw, header, "bm90IGEgY2VydA==").await;
     assert_eq!(malformed.status, 400, "{}", malformed.body);
     assert!(
         malformed.body.contains("client certificate header"),
@@ -1336,6 +1323,6 @@ async fn traefik_s_client_certificate_header_is_read_only_when_configured() {
 
     // Without `client_certificate_header` the same header is only a header.
     let gw = forward_auth_gateway(mtls_fixture(None, &ca), &upstream).await;
-    assert_eq!(ask_with(&gw, &b64).await.status, 401);
+    assert_eq!(ask_with_certificate(&gw, header, &b64).await.status, 401);
     gw.shutdown().await;
 }
