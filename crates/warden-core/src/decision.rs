@@ -497,13 +497,28 @@ pub struct ForwardHeaders {
     pub add: Vec<(HeaderName, HeaderValue)>,
 }
 
+/// Remove every field whose name `doomed` picks. The map is read once and only the names
+/// it holds are removed: a request rarely carries any of them, and each `remove` hashes its
+/// name, so asking for every doomed name in turn costs more than this scan of the few the
+/// request has.
+pub fn remove_present(headers: &mut HeaderMap, doomed: impl Fn(&HeaderName) -> bool) {
+    let present: Vec<HeaderName> = headers.keys().filter(|n| doomed(n)).cloned().collect();
+    for name in &present {
+        headers.remove(name);
+    }
+}
+
 impl ForwardHeaders {
     /// Apply the changes to the request's headers: the identity headers the client sent
     /// out, warden's own cookies out, warden's identity headers in.
     pub fn apply(&self, headers: &mut HeaderMap) {
-        for name in self.remove.iter() {
-            headers.remove(name);
-        }
+        remove_present(headers, |name| self.remove.contains(name));
+        self.apply_removed(headers);
+    }
+
+    /// [`ForwardHeaders::apply`] for a caller that has removed the [`ForwardHeaders::remove`]
+    /// names already, in its own pass over the headers.
+    pub fn apply_removed(&self, headers: &mut HeaderMap) {
         self.strip_cookies(headers);
         for (name, value) in &self.add {
             headers.insert(name.clone(), value.clone());

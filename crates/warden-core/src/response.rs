@@ -519,32 +519,38 @@ pub fn rate_limit_headers(applied: &[Applied]) -> Vec<(HeaderName, HeaderValue)>
     let Some(tightest) = applied.iter().min_by_key(|a| a.outcome.remaining) else {
         return Vec::new();
     };
-    let policies: Vec<String> = applied
-        .iter()
-        .map(|a| {
-            let window = a.quota.window_us.div_ceil(1_000_000).max(1);
-            format!("{};q={};w={window}", sf_string(&a.policy), a.quota.limit)
-        })
-        .collect();
-    let reset = tightest.outcome.reset_us.div_ceil(1_000_000);
-    let current = format!(
-        "{};r={};t={reset}",
-        sf_string(&tightest.policy),
-        tightest.outcome.remaining
-    );
-    let mut out = Vec::new();
-    if let Ok(v) = HeaderValue::from_str(&policies.join(", ")) {
+    // Written straight into each field's buffer, which becomes the value's bytes: these
+    // fields go out with every limited answer.
+    let mut numbers = itoa::Buffer::new();
+    let mut policies = String::with_capacity(applied.len() * 32);
+    for (i, a) in applied.iter().enumerate() {
+        if i > 0 {
+            policies.push_str(", ");
+        }
+        push_sf_string(&mut policies, &a.policy);
+        policies.push_str(";q=");
+        policies.push_str(numbers.format(a.quota.limit));
+        policies.push_str(";w=");
+        policies.push_str(numbers.format(a.quota.window_us.div_ceil(1_000_000).max(1)));
+    }
+    let mut current = String::with_capacity(tightest.policy.len() + 32);
+    push_sf_string(&mut current, &tightest.policy);
+    current.push_str(";r=");
+    current.push_str(numbers.format(tightest.outcome.remaining));
+    current.push_str(";t=");
+    current.push_str(numbers.format(tightest.outcome.reset_us.div_ceil(1_000_000)));
+    let mut out = Vec::with_capacity(2);
+    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(policies)) {
         out.push((HeaderName::from_static("ratelimit-policy"), v));
     }
-    if let Ok(v) = HeaderValue::from_str(&current) {
+    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(current)) {
         out.push((HeaderName::from_static("ratelimit"), v));
     }
     out
 }
 
 /// A structured-field string (RFC 8941 §3.3.3).
-fn sf_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
+fn push_sf_string(out: &mut String, s: &str) {
     out.push('"');
     for c in s.chars().filter(|c| (' '..='~').contains(c)) {
         if c == '"' || c == '\\' {
@@ -553,7 +559,6 @@ fn sf_string(s: &str) -> String {
         out.push(c);
     }
     out.push('"');
-    out
 }
 
 /// An RFC 9110 quoted-string.

@@ -66,8 +66,8 @@ impl Metrics {
     ) -> IntCounter {
         type Key = (u64, bool, u16, &'static str, &'static str);
         thread_local! {
-            static COUNTERS: std::cell::RefCell<std::collections::HashMap<Key, IntCounter>> =
-                std::cell::RefCell::new(std::collections::HashMap::new());
+            static COUNTERS: std::cell::RefCell<FastMap<Key, IntCounter>> =
+                std::cell::RefCell::new(FastMap::default());
         }
         let key = (self.id, allowed, status.as_u16(), stage, reason);
         COUNTERS.with(|counters| {
@@ -88,8 +88,7 @@ impl Metrics {
         })
     }
 
-    /// The `warden_decision_seconds` histogram of one stage, kept per thread like
-    /// [`Metrics::decision_counter`].
+    /// The `warden_decision_seconds` histogram of one stage, kept per thread.
     pub fn decision_histogram(&self, stage: &'static str) -> Histogram {
         thread_local! {
             static HISTOGRAMS: PerThread<&'static str> = PerThread::default();
@@ -103,14 +102,30 @@ impl Metrics {
 
     /// The `warden_upstream_seconds` histogram of one upstream, kept per thread.
     pub fn upstream_histogram(&self, upstream: &Arc<str>) -> Histogram {
+        type ByName = FastMap<Arc<str>, Histogram>;
         thread_local! {
-            static HISTOGRAMS: PerThread<Arc<str>> = PerThread::default();
+            static HISTOGRAMS: std::cell::RefCell<FastMap<u64, ByName>> =
+                std::cell::RefCell::new(FastMap::default());
         }
         HISTOGRAMS.with(|h| {
-            h.get(self.id, Arc::clone(upstream), || {
-                self.upstream_seconds
-                    .with_label_values(&[upstream.as_ref()])
-            })
+            let mut registries = h.borrow_mut();
+            // Found by the name's text: no reference count is taken on the shared name.
+            if let Some(histogram) = registries.get(&self.id).and_then(|m| m.get(&**upstream)) {
+                return histogram.clone();
+            }
+            let histogram = self
+                .upstream_seconds
+                .with_label_values(&[upstream.as_ref()]);
+            // Bounded: upstreams are few, registries come and go only in tests.
+            if registries.len() >= 64 {
+                registries.clear();
+            }
+            let names = registries.entry(self.id).or_default();
+            if names.len() >= 4096 {
+                names.clear();
+            }
+            names.insert(Arc::clone(upstream), histogram.clone());
+            histogram
         })
     }
 
@@ -319,7 +334,11 @@ impl Drop for ConnectionGuard {
 /// Histograms of one label a thread has used, by registry id and label: finding one in a
 /// family hashes the labels and takes the family's lock, which the request path avoids.
 #[derive(Default)]
-struct PerThread<K>(std::cell::RefCell<std::collections::HashMap<(u64, K), Histogram>>);
+struct PerThread<K>(std::cell::RefCell<FastMap<(u64, K), Histogram>>);
+
+/// A map keyed by names from the configuration and static labels, never by client input,
+/// hashed with a fast hasher rather than the standard library's SipHash.
+type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::FixedState>;
 
 impl<K: std::hash::Hash + Eq> PerThread<K> {
     fn get(&self, id: u64, label: K, make: impl FnOnce() -> Histogram) -> Histogram {

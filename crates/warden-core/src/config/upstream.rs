@@ -63,7 +63,9 @@ impl Upstream {
     /// # Errors
     /// When the joined path is not a valid request target.
     pub fn uri(&self, host: &Authority, path_and_query: &str) -> Result<Uri, http::Error> {
-        let path: PathAndQuery = format!("{}{path_and_query}", self.base_path).parse()?;
+        // The joined text becomes the target's bytes without a second copy.
+        let joined = bytes::Bytes::from(format!("{}{path_and_query}", self.base_path));
+        let path = PathAndQuery::from_maybe_shared(joined)?;
         Uri::builder()
             .scheme(self.scheme.clone())
             .authority(host.clone())

@@ -6,9 +6,10 @@
 //! This is data, not I/O: the gateway's memory backend and the tower layer both use it.
 
 use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use moka::ops::compute::Op;
 use moka::sync::Cache;
 
 use super::gcra::{self, Quota};
@@ -23,12 +24,17 @@ pub const DEFAULT_MAX_KEYS: u64 = 1_000_000;
 /// Counters, bans and revocations in this process; share it behind an `Arc`.
 #[derive(Debug)]
 pub struct MemoryState {
-    /// Theoretical arrival times of limit and failure counters (µs since the epoch).
-    counters: Cache<String, u64>,
+    /// Theoretical arrival times of limit and failure counters (µs since the epoch; 0 for
+    /// a key not counted yet). Each is an atomic of its own: a check reads the cache, which
+    /// costs far less than a compute under the key's lock, and moves the TAT with a
+    /// compare-and-swap, so concurrent checks of one key never both take the same slot.
+    counters: Cache<String, Arc<AtomicU64>>,
     /// Ban ends (µs since the epoch).
     bans: Cache<String, u64>,
     /// Revoked token ids and subjects' cut-off times (s), with the end of their memory (s).
     revoked: Cache<String, (u64, u64)>,
+    /// Whether anything was ever revoked here: until then a check needs no lookup.
+    any_revoked: AtomicBool,
 }
 
 impl Default for MemoryState {
@@ -49,6 +55,7 @@ impl MemoryState {
                 .build(),
             bans: Cache::builder().max_capacity(max_keys).build(),
             revoked: Cache::builder().max_capacity(max_keys).build(),
+            any_revoked: AtomicBool::new(false),
         }
     }
 
@@ -76,6 +83,9 @@ impl MemoryState {
                 StateCheck::Limit { key, quota, .. } => {
                     StateAnswer::Limit(self.count(key, quota, now_us))
                 }
+                StateCheck::Revoked { .. } if !self.any_revoked.load(Ordering::Acquire) => {
+                    StateAnswer::Revoked(false)
+                }
                 StateCheck::Revoked {
                     token_id,
                     subject,
@@ -101,24 +111,26 @@ impl MemoryState {
 
     /// One GCRA check, atomic for its key.
     fn count(&self, key: &str, quota: &Quota, now_us: u64) -> gcra::Outcome {
-        let mut result = None;
-        self.counters
-            .entry(key.to_owned())
-            .and_compute_with(|entry| {
-                let (outcome, new_tat) = gcra::check(quota, entry.map(|e| e.into_value()), now_us);
-                result = Some(outcome);
-                match new_tat {
-                    Some(tat) => Op::Put(tat),
-                    None => Op::Nop,
-                }
-            });
-        // The closure always runs; refusing is the safe answer should it not.
-        result.unwrap_or(gcra::Outcome {
-            allowed: false,
-            remaining: 0,
-            retry_after_us: 1_000_000,
-            reset_us: 0,
-        })
+        let tat = match self.counters.get(key) {
+            Some(tat) => tat,
+            // Of two first checks at once, one makes the counter and both count on it.
+            None => self
+                .counters
+                .get_with(key.to_owned(), || Arc::new(AtomicU64::new(0))),
+        };
+        let mut current = tat.load(Ordering::Acquire);
+        loop {
+            let stored = (current != 0).then_some(current);
+            let (outcome, next) = gcra::check(quota, stored, now_us);
+            let Some(next) = next else {
+                return outcome;
+            };
+            match tat.compare_exchange_weak(current, next, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return outcome,
+                // Another check of the key moved it first: judge again from where it is.
+                Err(moved) => current = moved,
+            }
+        }
     }
 
     /// Count a refusal (401 or 403) from `client` towards a ban; returns whether the client
@@ -138,6 +150,7 @@ impl MemoryState {
     /// Refuse the token with this id (`jti`) for the next `ttl` (at least the token's
     /// remaining lifetime).
     pub fn revoke_token(&self, jti: &str, ttl: Duration) {
+        self.any_revoked.store(true, Ordering::Release);
         let now_s = micros(SystemTime::now()) / 1_000_000;
         self.revoked.insert(
             revoked_token_key(jti),
@@ -148,6 +161,7 @@ impl MemoryState {
     /// Refuse every token of `subject` issued before `issued_before` (and every token of it
     /// without an `iat`) for the next `ttl` (at least the longest token lifetime).
     pub fn revoke_subject(&self, subject: &str, issued_before: SystemTime, ttl: Duration) {
+        self.any_revoked.store(true, Ordering::Release);
         let now_s = micros(SystemTime::now()) / 1_000_000;
         let before = micros(issued_before) / 1_000_000;
         self.revoked.insert(
@@ -164,8 +178,6 @@ fn micros(t: SystemTime) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
 
     fn at(us: u64) -> SystemTime {
@@ -239,6 +251,61 @@ mod tests {
         );
         let expected = [true, true, false, true].map(StateAnswer::Revoked).to_vec();
         assert_eq!(answers, expected);
+    }
+
+    #[test]
+    fn concurrent_checks_of_one_key_never_share_a_slot() {
+        // 8 threads × 500 checks at one instant against a burst of 1,000: exactly 1,000
+        // pass, whatever the interleaving of their compare-and-swaps.
+        let store = Arc::new(MemoryState::new(1000));
+        let quota = Quota {
+            limit: 1000,
+            window_us: 60_000_000,
+            burst: 1000,
+        };
+        let now = at(2_000_000_000);
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let store = Arc::clone(&store);
+                std::thread::spawn(move || {
+                    let check = StateCheck::Limit {
+                        policy: Arc::from("p"),
+                        key: "shared".into(),
+                        quota,
+                    };
+                    (0..500)
+                        .filter(|_| {
+                            matches!(
+                                &store.answer(std::slice::from_ref(&check), now)[0],
+                                StateAnswer::Limit(o) if o.allowed
+                            )
+                        })
+                        .count()
+                })
+            })
+            .collect();
+        let allowed: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        assert_eq!(allowed, 1000);
+    }
+
+    #[test]
+    fn nothing_revoked_answers_without_a_lookup_and_a_revocation_still_counts() {
+        let store = MemoryState::new(100);
+        let check = StateCheck::Revoked {
+            token_id: Some("t9".into()),
+            subject: "bob".into(),
+            issued_at: Some(1),
+        };
+        let now = SystemTime::now();
+        assert_eq!(
+            store.answer(std::slice::from_ref(&check), now),
+            vec![StateAnswer::Revoked(false)]
+        );
+        store.revoke_token("t9", Duration::from_secs(60));
+        assert_eq!(
+            store.answer(std::slice::from_ref(&check), now),
+            vec![StateAnswer::Revoked(true)]
+        );
     }
 
     #[test]
