@@ -272,7 +272,6 @@ impl Exchange<'_> {
                     return from_rendered(rendered);
                 }
                 upstream::strip_hop_by_hop(response.headers_mut());
-                response.headers_mut().remove(header::TRANSFER_ENCODING);
                 response.map(BodyExt::boxed)
             }
             Err(failure) => {

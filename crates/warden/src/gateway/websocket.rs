@@ -66,10 +66,7 @@ pub(crate) fn prepare_upstream(handshake: Handshake, headers: &mut HeaderMap) {
 
 /// The answer to the client once the upstream switched protocols: 101 for HTTP/1.1, 200
 /// for an HTTP/2 stream, with the upstream's negotiated subprotocol and extensions.
-pub(crate) fn client_answer(
-    handshake: Handshake,
-    upstream: &Response<hyper::body::Incoming>,
-) -> Response<Body> {
+pub(crate) fn client_answer<B>(handshake: Handshake, upstream: &Response<B>) -> Response<Body> {
     let mut answer = Response::new(full(Bytes::new()));
     let headers = answer.headers_mut();
     for name in [

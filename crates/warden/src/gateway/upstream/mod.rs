@@ -3,23 +3,27 @@
 //! failures classified as 502, 503 or 504.
 
 mod connect;
+mod h1;
 pub(crate) mod pool;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::uri::Authority;
 use http::{Request, Response};
-use http_body::Body as _;
+use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use super::request_body::CappedBody;
 use warden_core::Config;
 use warden_core::config::{Upstream, UpstreamProtocol};
-use warden_core::decision::ForwardHeaders;
+use warden_core::decision::{ForwardHeaders, remove_present};
 use warden_core::response::Problem;
 
 pub(crate) use self::pool::Pool;
@@ -113,7 +117,8 @@ pub enum UpstreamError {
 /// The clients of every upstream, by name; rebuilt whole on reload.
 #[derive(Debug)]
 pub(crate) struct UpstreamClient {
-    pools: HashMap<Arc<str>, Arc<Pool>>,
+    /// Keyed by configured names (never client input): a fast hasher, not SipHash.
+    pools: HashMap<Arc<str>, Arc<Pool>, foldhash::fast::FixedState>,
     timeout: Duration,
 }
 
@@ -127,7 +132,7 @@ impl UpstreamClient {
     /// The pools of `config` replacing those of `previous` (a reload): an upstream of the
     /// same name keeps the health of the hosts it still has.
     pub fn replacing(config: &Config, previous: Option<&Self>) -> Result<Self, UpstreamError> {
-        let mut pools = HashMap::new();
+        let mut pools = HashMap::default();
         for (name, upstream) in &config.upstreams {
             let before = previous.and_then(|p| p.pools.get(name)).map(Arc::as_ref);
             let pool = Arc::new(Pool::new(name, upstream, &config.serve, before)?);
@@ -156,7 +161,7 @@ impl UpstreamClient {
         pool: &Pool,
         mut request: Request<CappedBody>,
         path_and_query: &str,
-    ) -> Result<Response<Incoming>, UpstreamFailure> {
+    ) -> Result<Response<UpstreamBody>, UpstreamFailure> {
         let retryable = request.method().is_idempotent() && request.body().is_end_stream();
         let attempts = if retryable {
             pool.host_count().min(3)
@@ -174,9 +179,9 @@ impl UpstreamClient {
                 .map_err(|_| UpstreamFailure::Unavailable("bad_uri"))?;
             let next = (attempt + 1 < attempts).then(|| copy_head(&request));
             *request.uri_mut() = uri;
-            set_host(request.headers_mut(), pool.upstream(), host.authority());
-            let in_flight = host.start();
-            let sent = tokio::time::timeout(self.timeout, pool.client().request(request)).await;
+            set_host(request.headers_mut(), pool.upstream(), host);
+            let in_flight = host.start(pool.upstream().balance);
+            let sent = tokio::time::timeout(self.timeout, exchange(pool, host, request)).await;
             drop(in_flight);
             let failure = match sent {
                 Ok(Ok(response)) => {
@@ -184,8 +189,8 @@ impl UpstreamClient {
                     return Ok(response);
                 }
                 Err(_) => UpstreamFailure::Timeout,
-                Ok(Err(e)) if e.is_connect() => UpstreamFailure::Unavailable(connect_kind(&e)),
-                Ok(Err(e)) => {
+                Ok(Err(h1::Failure::Connect(e))) => UpstreamFailure::Unavailable(connect_kind(&*e)),
+                Ok(Err(h1::Failure::Exchange(e))) => {
                     tracing::debug!(error = %e, upstream = pool.name(), host = %host.authority(), "upstream exchange failed");
                     UpstreamFailure::Unavailable("protocol")
                 }
@@ -215,12 +220,69 @@ fn copy_head(request: &Request<CappedBody>) -> Request<CappedBody> {
     copy
 }
 
+/// One exchange with `host`: HTTP/1.1 on a connection of the host's own idle lists, HTTP/2
+/// and WebSocket handshakes through the pooled client.
+async fn exchange(
+    pool: &Pool,
+    host: &pool::Host,
+    request: Request<CappedBody>,
+) -> Result<Response<UpstreamBody>, h1::Failure> {
+    let upgrade = request.headers().contains_key(header::UPGRADE);
+    if pool.upstream().protocol == UpstreamProtocol::Http1 && !upgrade {
+        let response = h1::send(host.connections(), pool.connector(), request).await?;
+        return Ok(response.map(UpstreamBody::Kept));
+    }
+    match pool.client().request(request).await {
+        Ok(response) => Ok(response.map(UpstreamBody::Pooled)),
+        Err(e) if e.is_connect() => Err(h1::Failure::Connect(Box::new(e))),
+        Err(e) => Err(h1::Failure::Exchange(Box::new(e))),
+    }
+}
+
+/// An upstream's response body, from either client.
+#[derive(Debug)]
+pub(crate) enum UpstreamBody {
+    /// From the pooled client (HTTP/2, WebSocket handshakes).
+    Pooled(Incoming),
+    /// From an HTTP/1.1 connection that goes back to its host's idle list.
+    Kept(h1::KeptBody),
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            Self::Pooled(body) => Pin::new(body).poll_frame(cx),
+            Self::Kept(body) => Pin::new(body).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Pooled(body) => body.is_end_stream(),
+            Self::Kept(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Pooled(body) => body.size_hint(),
+            Self::Kept(body) => body.size_hint(),
+        }
+    }
+}
+
 /// A failed connection: a TLS failure (certificate, name, handshake) told apart from a
 /// refused or unreachable host, for the log and the metrics.
-fn connect_kind(error: &hyper_util::client::legacy::Error) -> &'static str {
+fn connect_kind(error: &(dyn std::error::Error + 'static)) -> &'static str {
     // The connector's errors come as `io::Error`s, one inside another, with rustls's at the
     // bottom: follow each one's inner error as well as its source.
-    let mut next: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(error);
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(e) = next {
         if e.is::<rustls::Error>() {
             return "tls";
@@ -238,11 +300,11 @@ fn connect_kind(error: &hyper_util::client::legacy::Error) -> &'static str {
 
 /// `Host` for HTTP/1.1 upstreams; HTTP/2 carries the authority in the URI (`:authority`)
 /// and sends no `Host`.
-fn set_host(headers: &mut HeaderMap, upstream: &Upstream, host: &Authority) {
+fn set_host(headers: &mut HeaderMap, upstream: &Upstream, host: &pool::Host) {
     match upstream.protocol {
         UpstreamProtocol::Http1 => {
-            if let Ok(value) = HeaderValue::from_str(host.as_str()) {
-                headers.insert(header::HOST, value);
+            if let Some(value) = host.host_header() {
+                headers.insert(header::HOST, value.clone());
             }
         }
         UpstreamProtocol::Http2 => {
@@ -256,6 +318,12 @@ fn set_host(headers: &mut HeaderMap, upstream: &Upstream, host: &Authority) {
 /// Called before warden adds its own headers, so a client's `Connection: x-warden-subject`
 /// can never remove a header warden sets.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    strip(headers, |_| false);
+}
+
+/// Remove the hop-by-hop headers, the headers the `Connection` field names, and those
+/// `also` picks, reading the map once (see [`remove_present`]).
+fn strip(headers: &mut HeaderMap, also: impl Fn(&HeaderName) -> bool) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -263,9 +331,9 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .flat_map(|v| v.split(','))
         .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
         .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
-        headers.remove(name);
-    }
+    remove_present(headers, |name| {
+        HOP_BY_HOP.contains(name) || named.contains(name) || also(name)
+    });
 }
 
 /// Prepare the client's headers for the upstream: hop-by-hop and forgeable headers out,
@@ -277,15 +345,14 @@ pub(crate) fn prepare_request_headers(
     tls: bool,
 ) {
     let original_host = headers.get(header::HOST).cloned();
-    strip_hop_by_hop(headers);
-    for name in &CLIENT_ADDRESS_HEADERS {
-        headers.remove(name);
-    }
-    forward.apply(headers);
-    // The address's text becomes the header's bytes without a copy.
-    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(client.to_string())) {
-        headers.insert(HeaderName::from_static("x-forwarded-for"), v);
-    }
+    strip(headers, |name| {
+        CLIENT_ADDRESS_HEADERS.contains(name) || forward.remove.contains(name)
+    });
+    forward.apply_removed(headers);
+    headers.insert(
+        HeaderName::from_static("x-forwarded-for"),
+        forwarded_for(client),
+    );
     headers.insert(
         HeaderName::from_static("x-forwarded-proto"),
         HeaderValue::from_static(if tls { "https" } else { "http" }),
@@ -293,6 +360,29 @@ pub(crate) fn prepare_request_headers(
     if let Some(host) = original_host {
         headers.insert(HeaderName::from_static("x-forwarded-host"), host);
     }
+}
+
+/// The `X-Forwarded-For` value of `client`. Requests come in runs from the same client
+/// (a keep-alive connection, the proxy in front), so the last address's value is kept per
+/// thread and shared (the value's bytes are reference counted) instead of formatted again.
+fn forwarded_for(client: IpAddr) -> HeaderValue {
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(IpAddr, HeaderValue)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    LAST.with_borrow_mut(|last| {
+        if let Some((ip, value)) = last.as_ref()
+            && *ip == client
+        {
+            return value.clone();
+        }
+        // An address's text is always a valid field value; the text becomes its bytes
+        // without a copy.
+        let value = HeaderValue::from_maybe_shared(bytes::Bytes::from(client.to_string()))
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        *last = Some((client, value.clone()));
+        value
+    })
 }
 
 #[cfg(test)]

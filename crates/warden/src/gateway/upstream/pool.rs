@@ -14,6 +14,7 @@ use warden_core::config::{Balance, PassiveHealth, ServeSettings, Upstream};
 
 use super::UpstreamError;
 use super::connect::{self, Connector};
+use super::h1::Connections;
 use crate::gateway::request_body::CappedBody;
 
 /// One upstream's hosts and its client.
@@ -22,6 +23,8 @@ pub(crate) struct Pool {
     name: Arc<str>,
     upstream: Upstream,
     client: Client<Connector, CappedBody>,
+    /// The connector of the HTTP/1.1 connections kept by the hosts.
+    connector: Connector,
     /// The active health check's client, when one is configured.
     checker: Option<Client<Connector, Empty<Bytes>>>,
     hosts: Box<[Host]>,
@@ -65,7 +68,8 @@ impl Pool {
             .collect();
         Ok(Self {
             name: Arc::clone(name),
-            client: connect::client(connector, upstream),
+            client: connect::client(connector.clone(), upstream),
+            connector,
             checker,
             hosts,
             upstream: upstream.clone(),
@@ -88,6 +92,10 @@ impl Pool {
         &self.client
     }
 
+    pub(super) fn connector(&self) -> &Connector {
+        &self.connector
+    }
+
     pub(super) fn host_count(&self) -> usize {
         self.hosts.len()
     }
@@ -95,6 +103,10 @@ impl Pool {
     /// The host for the next request, or `None` when every host is out of rotation.
     pub(super) fn choose(&self) -> Option<&Host> {
         let n = self.hosts.len();
+        if n == 1 {
+            // No turn to take: the counter, shared by every worker, is left alone.
+            return self.hosts.first().filter(|h| h.available());
+        }
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let in_turn = (0..n).filter_map(|i| self.hosts.get((start + i) % n));
         match self.upstream.balance {
@@ -111,6 +123,10 @@ impl Pool {
 #[derive(Debug)]
 pub(crate) struct Host {
     authority: Authority,
+    /// `Host` for HTTP/1.1 requests to it, made once.
+    host_header: Option<http::HeaderValue>,
+    /// Idle HTTP/1.1 connections to the host, by worker thread.
+    connections: Arc<Connections>,
     in_flight: AtomicUsize,
     /// Consecutive failures since the last success.
     failures: AtomicU32,
@@ -125,6 +141,8 @@ pub(crate) struct Host {
 impl Host {
     fn new(authority: Authority, passive: Option<PassiveHealth>, epoch: Instant) -> Self {
         Self {
+            host_header: http::HeaderValue::from_str(authority.as_str()).ok(),
+            connections: Arc::default(),
             authority,
             in_flight: AtomicUsize::new(0),
             failures: AtomicU32::new(0),
@@ -156,27 +174,50 @@ impl Host {
         &self.authority
     }
 
+    pub(super) fn connections(&self) -> &Arc<Connections> {
+        &self.connections
+    }
+
+    /// `host:port` as the `Host` field of an HTTP/1.1 request.
+    pub fn host_header(&self) -> Option<&http::HeaderValue> {
+        self.host_header.as_ref()
+    }
+
     fn now_ms(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
     /// In rotation: not failing its health check and not ejected.
     pub fn available(&self) -> bool {
-        !self.down.load(Ordering::Relaxed)
-            && self.ejected_until.load(Ordering::Relaxed) <= self.now_ms()
+        if self.down.load(Ordering::Relaxed) {
+            return false;
+        }
+        // Never ejected (the usual case) needs no clock.
+        let until = self.ejected_until.load(Ordering::Relaxed);
+        until == 0 || until <= self.now_ms()
     }
 
     /// A request starts: counted in flight until the guard is dropped.
-    pub(super) fn start(&self) -> InFlight<'_> {
+    ///
+    /// Only least-requests balancing reads the count; round robin leaves the counter, shared
+    /// by every worker, alone.
+    pub(super) fn start(&self, balance: Balance) -> Option<InFlight<'_>> {
+        if balance != Balance::LeastRequests {
+            return None;
+        }
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(&self.in_flight)
+        Some(InFlight(&self.in_flight))
     }
 
     /// The outcome of a request: a success clears the failures, a failure counts towards
     /// ejection.
     pub(super) fn record(&self, ok: bool) {
         if ok {
-            self.failures.store(0, Ordering::Relaxed);
+            // A store only when there is something to clear: the line stays shared
+            // between the workers' caches on the usual path.
+            if self.failures.load(Ordering::Relaxed) != 0 {
+                self.failures.store(0, Ordering::Relaxed);
+            }
             return;
         }
         let Some(passive) = self.passive else {
