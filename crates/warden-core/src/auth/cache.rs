@@ -19,7 +19,15 @@
 //! - A revocation flushes every cache ([`crate::Engine::flush_token_cache`]). Revocation is
 //!   still checked on every request, after identity: a hit never skips it.
 //! - Only successful verifications of tokens with an `exp` are cached.
+//! - Each thread keeps the hits it found in front of the shared cache, as copies of its
+//!   own: a shared cache's lookup (its read log, the entry's counters) and the shared
+//!   `Arc` of a hit are written by every worker on every request, and those writes, not
+//!   the lookup, are what stops the workers from scaling. A thread's copy answers under
+//!   the same rules as the shared entry (`exp`, `nbf`, the generation) and is dropped by
+//!   every flush and rotation, which bump an epoch the copy is checked against.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -32,6 +40,10 @@ use crate::identity::Identity;
 
 /// The default number of verified tokens remembered per JWT source.
 pub const DEFAULT_CAPACITY: u64 = 10_000;
+
+/// How many hits each thread keeps in front of the shared caches (all sources together);
+/// when full, the thread's copies are dropped and found again in the shared caches.
+const THREAD_CAPACITY: usize = 1024;
 
 /// The SHA-256 of a token.
 pub(crate) type TokenDigest = [u8; 32];
@@ -47,7 +59,7 @@ pub(crate) fn digest_bytes(bytes: &[u8]) -> TokenDigest {
 }
 
 /// What a verification established about one token.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Verified {
     pub identity: Identity,
     /// `exp`, seconds since the epoch.
@@ -80,6 +92,18 @@ pub(crate) struct TokenCache {
     entries: Option<Cache<TokenDigest, Arc<Verified>>>,
     /// Bumped on every key rotation.
     generation: AtomicU64,
+    /// This cache among all others, for the threads' copies.
+    id: u64,
+    /// Bumped on every flush (a revocation, a rotation): a thread's copy made before it
+    /// is never a hit.
+    epoch: AtomicU64,
+}
+
+/// A thread's copy of a hit: the cache it came from, that cache's epoch then, the entry.
+type ThreadCopies = HashMap<(u64, TokenDigest), (u64, Arc<Verified>)>;
+
+thread_local! {
+    static THREAD_COPIES: RefCell<ThreadCopies> = RefCell::new(HashMap::new());
 }
 
 impl std::fmt::Debug for TokenCache {
@@ -106,9 +130,12 @@ impl TokenCache {
                 .expire_after(AtExp)
                 .build()
         });
+        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         Self {
             entries,
             generation: AtomicU64::new(0),
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            epoch: AtomicU64::new(0),
         }
     }
 
@@ -128,8 +155,32 @@ impl TokenCache {
     /// honoured exactly, so a token within its leeway after `exp` is verified again.
     pub fn get(&self, digest: &TokenDigest, now: u64, leeway: u64) -> Option<Arc<Verified>> {
         let entries = self.entries.as_ref()?;
-        let hit = entries.get(digest)?;
+        // Read before the shared cache: a flush after this makes the copy below stale.
+        let epoch = self.epoch.load(Ordering::Acquire);
+        let key = (self.id, *digest);
+        let copy = THREAD_COPIES.with_borrow(|copies| {
+            copies
+                .get(&key)
+                .filter(|(made_in, _)| *made_in == epoch)
+                .map(|(_, verified)| Arc::clone(verified))
+        });
+        let hit = match copy {
+            Some(copy) => copy,
+            None => {
+                let shared = entries.get(digest)?;
+                // A copy of the thread's own, so that its hits touch no shared count.
+                let copy = Arc::new(Verified::clone(&shared));
+                THREAD_COPIES.with_borrow_mut(|copies| {
+                    if copies.len() >= THREAD_CAPACITY {
+                        copies.clear();
+                    }
+                    copies.insert(key, (epoch, Arc::clone(&copy)));
+                });
+                copy
+            }
+        };
         if hit.generation != self.generation() || now >= hit.expires_at {
+            THREAD_COPIES.with_borrow_mut(|copies| copies.remove(&key));
             entries.invalidate(digest);
             return None;
         }
@@ -174,6 +225,8 @@ impl TokenCache {
     /// Forget every token (a revocation).
     pub fn flush(&self) {
         if let Some(entries) = &self.entries {
+            // Every thread's copies first: none may answer once the flush has returned.
+            self.epoch.fetch_add(1, Ordering::AcqRel);
             entries.invalidate_all();
         }
     }
@@ -286,6 +339,35 @@ mod tests {
         assert!(cache.get(&d, 1_500, 0).is_none());
         cache.insert(d, &identity(2_000), None, 1_000, cache.generation());
         assert!(cache.get(&d, 1_500, 0).is_some());
+    }
+
+    #[test]
+    fn a_thread_s_copy_answers_only_for_its_cache_and_until_a_flush() {
+        let cache = TokenCache::new(16);
+        let other = TokenCache::new(16);
+        let d = digest("a.b.c");
+        cache.insert(d, &identity(2_000), None, 1_000, cache.generation());
+        // The first hit makes this thread's copy; the second is answered by it.
+        assert!(cache.get(&d, 1_500, 0).is_some());
+        assert!(cache.get(&d, 1_500, 0).is_some());
+        assert!(
+            other.get(&d, 1_500, 0).is_none(),
+            "another source's cache never answers with this one's copy"
+        );
+        // Another thread finds the hit in the shared cache.
+        std::thread::scope(|s| {
+            s.spawn(|| assert!(cache.get(&d, 1_500, 0).is_some()));
+        });
+        cache.flush();
+        assert!(
+            cache.get(&d, 1_500, 0).is_none(),
+            "a revocation's flush drops the thread's copy"
+        );
+        // The copy still checks the token's own times.
+        cache.insert(d, &identity(2_000), Some(1_700), 1_000, cache.generation());
+        assert!(cache.get(&d, 1_690, 30).is_some());
+        assert!(cache.get(&d, 1_600, 30).is_none(), "nbf, from the copy");
+        assert!(cache.get(&d, 2_000, 30).is_none(), "exp, from the copy");
     }
 
     #[test]

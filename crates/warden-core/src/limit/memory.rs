@@ -4,7 +4,17 @@
 //! only let through a request a larger store would have refused.
 //!
 //! This is data, not I/O: the gateway's memory backend and the tower layer both use it.
+//!
+//! Each thread keeps the counters it used last beside the shared cache and looks one up
+//! there again only every [`REFRESH_EVERY`] checks: the shared cache's lookup records
+//! every read in a log all threads write to, which is what stopped the workers from
+//! scaling. The counter itself stays one atomic shared by all threads. A counter the cache
+//! evicts meanwhile is still counted on by the threads holding it for at most that many
+//! checks each, while new checks start a fresh one: as with any eviction, that can only let
+//! through what a larger store would have refused.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -21,6 +31,25 @@ use super::{
 /// How many keys each cache holds unless told otherwise.
 pub const DEFAULT_MAX_KEYS: u64 = 1_000_000;
 
+/// How many checks a thread makes on a counter it holds before it looks the key up in the
+/// shared cache again (which also keeps the key from going idle there).
+const REFRESH_EVERY: u32 = 64;
+
+/// How many counters a thread holds (all stores together); when full, it lets them all go
+/// and finds them again in the shared caches.
+const THREAD_COUNTERS: usize = 4096;
+
+/// A counter a thread holds, and the checks it made on it since it last looked it up.
+struct Held {
+    tat: Arc<AtomicU64>,
+    uses: u32,
+}
+
+thread_local! {
+    /// By store, then by key.
+    static HELD: RefCell<HashMap<u64, HashMap<String, Held>>> = RefCell::new(HashMap::new());
+}
+
 /// Counters, bans and revocations in this process; share it behind an `Arc`.
 #[derive(Debug)]
 pub struct MemoryState {
@@ -35,6 +64,8 @@ pub struct MemoryState {
     revoked: Cache<String, (u64, u64)>,
     /// Whether anything was ever revoked here: until then a check needs no lookup.
     any_revoked: AtomicBool,
+    /// This store among others, for the counters the threads hold.
+    id: u64,
 }
 
 impl Default for MemoryState {
@@ -56,6 +87,10 @@ impl MemoryState {
             bans: Cache::builder().max_capacity(max_keys).build(),
             revoked: Cache::builder().max_capacity(max_keys).build(),
             any_revoked: AtomicBool::new(false),
+            id: {
+                static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+                NEXT_ID.fetch_add(1, Ordering::Relaxed)
+            },
         }
     }
 
@@ -111,25 +146,38 @@ impl MemoryState {
 
     /// One GCRA check, atomic for its key.
     fn count(&self, key: &str, quota: &Quota, now_us: u64) -> gcra::Outcome {
-        let tat = match self.counters.get(key) {
+        HELD.with_borrow_mut(|stores| {
+            if stores.len() > 8 && !stores.contains_key(&self.id) {
+                // Counters of stores gone (reloads, tests) are not kept forever.
+                stores.clear();
+            }
+            let held = stores.entry(self.id).or_default();
+            if let Some(h) = held.get_mut(key) {
+                if h.uses >= REFRESH_EVERY {
+                    h.tat = self.shared_counter(key);
+                    h.uses = 0;
+                }
+                h.uses += 1;
+                return check_and_move(&h.tat, quota, now_us);
+            }
+            let tat = self.shared_counter(key);
+            let outcome = check_and_move(&tat, quota, now_us);
+            if held.len() >= THREAD_COUNTERS {
+                held.clear();
+            }
+            held.insert(key.to_owned(), Held { tat, uses: 1 });
+            outcome
+        })
+    }
+
+    /// The counter of `key` in the shared cache, made if it has none.
+    fn shared_counter(&self, key: &str) -> Arc<AtomicU64> {
+        match self.counters.get(key) {
             Some(tat) => tat,
             // Of two first checks at once, one makes the counter and both count on it.
             None => self
                 .counters
                 .get_with(key.to_owned(), || Arc::new(AtomicU64::new(0))),
-        };
-        let mut current = tat.load(Ordering::Acquire);
-        loop {
-            let stored = (current != 0).then_some(current);
-            let (outcome, next) = gcra::check(quota, stored, now_us);
-            let Some(next) = next else {
-                return outcome;
-            };
-            match tat.compare_exchange_weak(current, next, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => return outcome,
-                // Another check of the key moved it first: judge again from where it is.
-                Err(moved) => current = moved,
-            }
         }
     }
 
@@ -168,6 +216,24 @@ impl MemoryState {
             revoked_subject_key(subject),
             (before, now_s.saturating_add(ttl.as_secs())),
         );
+    }
+}
+
+/// One GCRA check on the counter `tat`, moved by compare-and-swap so that concurrent checks
+/// of one key never both take the same slot.
+fn check_and_move(tat: &AtomicU64, quota: &Quota, now_us: u64) -> gcra::Outcome {
+    let mut current = tat.load(Ordering::Acquire);
+    loop {
+        let stored = (current != 0).then_some(current);
+        let (outcome, next) = gcra::check(quota, stored, now_us);
+        let Some(next) = next else {
+            return outcome;
+        };
+        match tat.compare_exchange_weak(current, next, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => return outcome,
+            // Another check of the key moved it first: judge again from where it is.
+            Err(moved) => current = moved,
+        }
     }
 }
 
@@ -286,6 +352,38 @@ mod tests {
             .collect();
         let allowed: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
         assert_eq!(allowed, 1000);
+    }
+
+    #[test]
+    fn a_thread_s_held_counters_belong_to_their_store_and_keep_counting_past_a_refresh() {
+        // Two stores, one key: the counts never mix, on a thread that holds both.
+        let (a, b) = (MemoryState::new(100), MemoryState::new(100));
+        let quota = Quota {
+            limit: 200,
+            window_us: 60_000_000,
+            burst: 200,
+        };
+        let now = at(2_000_000_000);
+        let check = StateCheck::Limit {
+            policy: Arc::from("p"),
+            key: "k".into(),
+            quota,
+        };
+        let allowed = |store: &MemoryState, n: usize| {
+            (0..n)
+                .filter(|_| {
+                    matches!(
+                        &store.answer(std::slice::from_ref(&check), now)[0],
+                        StateAnswer::Limit(o) if o.allowed
+                    )
+                })
+                .count()
+        };
+        // Past REFRESH_EVERY checks the held counter is looked up again: still the same one.
+        assert_eq!(allowed(&a, 150), 150);
+        assert_eq!(allowed(&b, 10), 10);
+        assert_eq!(allowed(&a, 100), 50, "a's burst of 200 is spent");
+        assert_eq!(allowed(&b, 300), 190);
     }
 
     #[test]
