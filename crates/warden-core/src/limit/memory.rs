@@ -6,7 +6,7 @@
 //! This is data, not I/O: the gateway's memory backend and the tower layer both use it.
 //!
 //! Each thread keeps the counters it used last beside the shared cache and looks one up
-//! there again only every [`REFRESH_EVERY`] checks: the shared cache's lookup records
+//! there again only every 64 checks (`REFRESH_EVERY`): the shared cache's lookup records
 //! every read in a log all threads write to, which is what stopped the workers from
 //! scaling. The counter itself stays one atomic shared by all threads. A counter the cache
 //! evicts meanwhile is still counted on by the threads holding it for at most that many
