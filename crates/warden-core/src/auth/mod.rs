@@ -422,7 +422,6 @@ fn malformed(detail: &'static str) -> Reason {
 }
 
 /// RFC 6750 §2.1: `b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
-/// RFC 7235's token68 (`b64token` in RFC 6750): the characters below, then any `=`.
 fn is_b64token(s: &[u8]) -> bool {
     let padding = s.iter().rev().take_while(|&&b| b == b'=').count();
     let body = s.get(..s.len() - padding).unwrap_or_default();
