@@ -94,38 +94,31 @@ impl Metrics {
             static HISTOGRAMS: PerThread<&'static str> = PerThread::default();
         }
         HISTOGRAMS.with(|h| {
-            h.get(self.id, stage, || {
-                self.decision_seconds.with_label_values(&[stage])
-            })
+            h.get(
+                self.id,
+                stage,
+                || stage,
+                || self.decision_seconds.with_label_values(&[stage]),
+            )
         })
     }
 
     /// The `warden_upstream_seconds` histogram of one upstream, kept per thread.
     pub fn upstream_histogram(&self, upstream: &Arc<str>) -> Histogram {
-        type ByName = FastMap<Arc<str>, Histogram>;
         thread_local! {
-            static HISTOGRAMS: std::cell::RefCell<FastMap<u64, ByName>> =
-                std::cell::RefCell::new(FastMap::default());
+            static HISTOGRAMS: PerThread<Arc<str>> = PerThread::default();
         }
         HISTOGRAMS.with(|h| {
-            let mut registries = h.borrow_mut();
             // Found by the name's text: no reference count is taken on the shared name.
-            if let Some(histogram) = registries.get(&self.id).and_then(|m| m.get(&**upstream)) {
-                return histogram.clone();
-            }
-            let histogram = self
-                .upstream_seconds
-                .with_label_values(&[upstream.as_ref()]);
-            // Bounded: upstreams are few, registries come and go only in tests.
-            if registries.len() >= 64 {
-                registries.clear();
-            }
-            let names = registries.entry(self.id).or_default();
-            if names.len() >= 4096 {
-                names.clear();
-            }
-            names.insert(Arc::clone(upstream), histogram.clone());
-            histogram
+            h.get(
+                self.id,
+                &**upstream,
+                || Arc::clone(upstream),
+                || {
+                    self.upstream_seconds
+                        .with_label_values(&[upstream.as_ref()])
+                },
+            )
         })
     }
 
@@ -135,9 +128,12 @@ impl Metrics {
             static HISTOGRAMS: PerThread<&'static str> = PerThread::default();
         }
         HISTOGRAMS.with(|h| {
-            h.get(self.id, backend, || {
-                self.state_seconds.with_label_values(&[backend])
-            })
+            h.get(
+                self.id,
+                backend,
+                || backend,
+                || self.state_seconds.with_label_values(&[backend]),
+            )
         })
     }
 
@@ -333,26 +329,86 @@ impl Drop for ConnectionGuard {
 
 /// Histograms of one label a thread has used, by registry id and label: finding one in a
 /// family hashes the labels and takes the family's lock, which the request path avoids.
-#[derive(Default)]
-struct PerThread<K>(std::cell::RefCell<FastMap<(u64, K), Histogram>>);
+struct PerThread<K>(std::cell::RefCell<PerThreadMaps<K>>);
+
+/// The histograms by registry id, then label, and how many there are in all.
+struct PerThreadMaps<K> {
+    by_registry: FastMap<u64, FastMap<K, Histogram>>,
+    count: usize,
+}
+
+impl<K> Default for PerThread<K> {
+    fn default() -> Self {
+        Self(std::cell::RefCell::new(PerThreadMaps {
+            by_registry: FastMap::default(),
+            count: 0,
+        }))
+    }
+}
 
 /// A map keyed by names from the configuration and static labels, never by client input,
 /// hashed with a fast hasher rather than the standard library's SipHash.
 type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::FixedState>;
 
 impl<K: std::hash::Hash + Eq> PerThread<K> {
-    fn get(&self, id: u64, label: K, make: impl FnOnce() -> Histogram) -> Histogram {
-        let mut map = self.0.borrow_mut();
-        let key = (id, label);
-        if let Some(h) = map.get(&key) {
+    /// The histogram of `label` in registry `id`, found by the borrowed label; `key` makes
+    /// the owned one only when it is kept.
+    fn get<Q>(
+        &self,
+        id: u64,
+        label: &Q,
+        key: impl FnOnce() -> K,
+        make: impl FnOnce() -> Histogram,
+    ) -> Histogram
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ?Sized,
+    {
+        let mut maps = self.0.borrow_mut();
+        if let Some(h) = maps.by_registry.get(&id).and_then(|m| m.get(label)) {
             return h.clone();
         }
         let h = make();
         // Bounded: labels are few, registries come and go only in tests.
-        if map.len() >= 4096 {
-            map.clear();
+        if maps.count >= 4096 {
+            maps.by_registry.clear();
+            maps.count = 0;
         }
-        map.insert(key, h.clone());
+        maps.count += 1;
+        maps.by_registry
+            .entry(id)
+            .or_default()
+            .insert(key(), h.clone());
         h
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_thread_histograms_observe_into_their_own_registry() {
+        let (a, b) = (Metrics::new().unwrap(), Metrics::new().unwrap());
+        let app: Arc<str> = Arc::from("app");
+        // The same label on one thread, in two registries: each keeps its own series.
+        for _ in 0..3 {
+            a.upstream_histogram(&app).observe(0.001);
+            a.decision_histogram("route").observe(0.001);
+        }
+        b.upstream_histogram(&Arc::from("app")).observe(0.001);
+        let (a, b) = (a.render(), b.render());
+        assert!(
+            a.contains("warden_upstream_seconds_count{upstream=\"app\"} 3"),
+            "{a}"
+        );
+        assert!(
+            a.contains("warden_decision_seconds_count{stage=\"route\"} 3"),
+            "{a}"
+        );
+        assert!(
+            b.contains("warden_upstream_seconds_count{upstream=\"app\"} 1"),
+            "{b}"
+        );
     }
 }
