@@ -29,6 +29,7 @@ use hyper::client::conn::http1;
 use thread_local::ThreadLocal;
 use tower_service::Service;
 
+use super::Failure;
 use super::connect::Connector;
 use crate::gateway::request_body::CappedBody;
 
@@ -55,15 +56,6 @@ impl fmt::Debug for Connections {
 struct Idle {
     sender: http1::SendRequest<CappedBody>,
     since: Instant,
-}
-
-/// Why a request could not be exchanged.
-#[derive(Debug)]
-pub(super) enum Failure {
-    /// No connection could be made (refused, unreachable, TLS): the request never left.
-    Connect(Box<dyn std::error::Error + Send + Sync>),
-    /// The exchange on the connection broke.
-    Exchange(Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl Connections {
@@ -109,9 +101,14 @@ pub(super) async fn send(
     connector: &Connector,
     mut request: Request<CappedBody>,
 ) -> Result<Response<KeptBody>, Failure> {
-    let address = request.uri().clone();
-    // On the wire an HTTP/1.1 request names its target in origin form (RFC 9112 §3.2.1).
-    *request.uri_mut() = origin_form(&address);
+    // On the wire an HTTP/1.1 request names its target in origin form (RFC 9112 §3.2.1);
+    // the absolute URI stays for connecting.
+    let origin = request
+        .uri()
+        .path_and_query()
+        .cloned()
+        .map_or_else(|| Uri::from_static("/"), Uri::from);
+    let address = std::mem::replace(request.uri_mut(), origin);
     loop {
         let (mut sender, reused) = match connections.take() {
             Some(sender) => (sender, true),
@@ -167,13 +164,6 @@ async fn connect(
         }
     });
     Ok(sender)
-}
-
-/// `address`'s path and query alone.
-fn origin_form(address: &Uri) -> Uri {
-    let mut parts = http::uri::Parts::default();
-    parts.path_and_query = address.path_and_query().cloned();
-    Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("/"))
 }
 
 /// A response body that gives its connection back to the host's idle list of the thread

@@ -189,8 +189,8 @@ impl UpstreamClient {
                     return Ok(response);
                 }
                 Err(_) => UpstreamFailure::Timeout,
-                Ok(Err(h1::Failure::Connect(e))) => UpstreamFailure::Unavailable(connect_kind(&*e)),
-                Ok(Err(h1::Failure::Exchange(e))) => {
+                Ok(Err(Failure::Connect(e))) => UpstreamFailure::Unavailable(connect_kind(&*e)),
+                Ok(Err(Failure::Exchange(e))) => {
                     tracing::debug!(error = %e, upstream = pool.name(), host = %host.authority(), "upstream exchange failed");
                     UpstreamFailure::Unavailable("protocol")
                 }
@@ -220,13 +220,22 @@ fn copy_head(request: &Request<CappedBody>) -> Request<CappedBody> {
     copy
 }
 
+/// Why one exchange with a host failed, from either client.
+#[derive(Debug)]
+enum Failure {
+    /// No connection could be made (refused, unreachable, TLS): the request never left.
+    Connect(Box<dyn std::error::Error + Send + Sync>),
+    /// The exchange on the connection broke.
+    Exchange(Box<dyn std::error::Error + Send + Sync>),
+}
+
 /// One exchange with `host`: HTTP/1.1 on a connection of the host's own idle lists, HTTP/2
 /// and WebSocket handshakes through the pooled client.
 async fn exchange(
     pool: &Pool,
     host: &pool::Host,
     request: Request<CappedBody>,
-) -> Result<Response<UpstreamBody>, h1::Failure> {
+) -> Result<Response<UpstreamBody>, Failure> {
     let upgrade = request.headers().contains_key(header::UPGRADE);
     if pool.upstream().protocol == UpstreamProtocol::Http1 && !upgrade {
         let response = h1::send(host.connections(), pool.connector(), request).await?;
@@ -234,8 +243,8 @@ async fn exchange(
     }
     match pool.client().request(request).await {
         Ok(response) => Ok(response.map(UpstreamBody::Pooled)),
-        Err(e) if e.is_connect() => Err(h1::Failure::Connect(Box::new(e))),
-        Err(e) => Err(h1::Failure::Exchange(Box::new(e))),
+        Err(e) if e.is_connect() => Err(Failure::Connect(Box::new(e))),
+        Err(e) => Err(Failure::Exchange(Box::new(e))),
     }
 }
 
