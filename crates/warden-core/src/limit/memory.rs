@@ -35,8 +35,8 @@ pub const DEFAULT_MAX_KEYS: u64 = 1_000_000;
 /// shared cache again (which also keeps the key from going idle there).
 const REFRESH_EVERY: u32 = 64;
 
-/// How many counters a thread holds (all stores together); when full, it lets them all go
-/// and finds them again in the shared caches.
+/// How many counters a thread holds for one store; when full, it lets them all go and finds
+/// them again in the shared cache. A thread holds counters of at most 9 stores at once.
 const THREAD_COUNTERS: usize = 4096;
 
 /// A counter a thread holds, and the checks it made on it since it last looked it up.
