@@ -14,7 +14,6 @@
 //! is closed (its public API would compute it on every request, which was a third of an
 //! authorization).
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use cedar_policy::{Entities, Entity, EntityUid, PolicySet};
@@ -23,18 +22,20 @@ use cedar_policy_core::entities::{Entities as CoreEntities, NoEntitiesSchema, TC
 use cedar_policy_core::extensions::Extensions;
 use serde_json::Value;
 
+use super::{UidMap, UidSet};
+
 /// The entities file, prepared at load for per-request subsets.
 pub(crate) struct StaticEntities {
     /// Every entity of the file, with its ancestors transitively closed.
     all: Entities,
     /// The entities each entity's attributes and tags refer to.
-    refs: HashMap<EntityUid, Vec<EntityUid>>,
+    refs: UidMap<Vec<EntityUid>>,
     /// Each entity of the file, shared, for the stores of requests.
-    shared: HashMap<EntityUid, Arc<ast::Entity>>,
+    shared: UidMap<Arc<ast::Entity>>,
     /// The entities policy conditions name, and the entities those refer to: in every
     /// request.
     base: CoreEntities,
-    base_uids: HashSet<EntityUid>,
+    base_uids: UidSet,
     /// Tells this file's per-thread values (principals) from another's.
     id: u64,
 }
@@ -51,7 +52,7 @@ impl std::fmt::Debug for StaticEntities {
 impl StaticEntities {
     /// Prepare `all` for requests evaluated against `policies` (active and shadow).
     pub fn new<'a>(all: Entities, policies: impl IntoIterator<Item = &'a PolicySet>) -> Self {
-        let mut refs = HashMap::new();
+        let mut refs = UidMap::default();
         for entity in all.iter() {
             let mut found = Vec::new();
             if let Ok(json) = entity.to_json_value() {
@@ -74,7 +75,7 @@ impl StaticEntities {
             refs,
             shared,
             base: CoreEntities::new(),
-            base_uids: HashSet::new(),
+            base_uids: UidSet::default(),
             id: {
                 static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
                 NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
@@ -86,7 +87,7 @@ impl StaticEntities {
             .flat_map(condition_literals)
             .collect();
         let mut base = Vec::new();
-        let mut base_uids = HashSet::new();
+        let mut base_uids = UidSet::default();
         prepared.closure(literals, &mut base_uids, &mut base);
         // A subset of a checked file: no duplicates, hierarchy closed.
         prepared.base = CoreEntities::new()
@@ -130,7 +131,7 @@ impl StaticEntities {
         resource: &EntityUid,
     ) -> Result<RequestEntities, String> {
         let principal_uid = EntityUid::from(principal.uid().clone());
-        let mut seen = HashSet::new();
+        let mut seen = UidSet::default();
         seen.insert(principal_uid);
         let mut extra = Vec::new();
         self.closure([action.clone(), resource.clone()], &mut seen, &mut extra);
@@ -153,7 +154,7 @@ impl StaticEntities {
     fn closure(
         &self,
         seeds: impl IntoIterator<Item = EntityUid>,
-        seen: &mut HashSet<EntityUid>,
+        seen: &mut UidSet,
         out: &mut Vec<Arc<ast::Entity>>,
     ) {
         let mut stack: Vec<EntityUid> = seeds.into_iter().collect();
@@ -227,6 +228,7 @@ fn entity_refs(value: &Value, out: &mut Vec<EntityUid>) {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::{HashMap, HashSet};
     use std::str::FromStr;
 
     use cedar_policy::{Authorizer, Context, Decision, Request, RestrictedExpression};

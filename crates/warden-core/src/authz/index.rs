@@ -20,7 +20,7 @@
 //! kept per thread, by the set of policies they hold: requests alike share one.
 
 use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,6 +31,7 @@ use cedar_policy::{
 };
 use serde_json::Value as Json;
 
+use super::UidSet;
 use crate::identity::Identity;
 
 /// A scope test on the principal or the resource. An `in` names its entity by a number
@@ -65,7 +66,7 @@ impl Scope {
     }
 
     /// `known[n]`: 0 not yet asked, 1 false, 2 true.
-    fn holds(&self, uid: &EntityUid, ancestors: &HashSet<EntityUid>, known: &mut [u8]) -> bool {
+    fn holds(&self, uid: &EntityUid, ancestors: &UidSet, known: &mut [u8]) -> bool {
         let mut is_in = |e: &EntityUid, n: usize| match known.get(n).copied() {
             Some(2) => true,
             Some(1) => false,
@@ -161,10 +162,10 @@ pub(crate) struct Facts<'a> {
     pub identity: &'a Identity,
     pub principal: &'a EntityUid,
     /// The principal's roles and their ancestors.
-    pub principal_ancestors: &'a HashSet<EntityUid>,
+    pub principal_ancestors: &'a UidSet,
     pub resource: &'a EntityUid,
     pub resource_entity: Option<&'a Entity>,
-    pub resource_ancestors: &'a HashSet<EntityUid>,
+    pub resource_ancestors: &'a UidSet,
     pub client: IpAddr,
 }
 
@@ -560,10 +561,10 @@ pub(crate) struct Selection {
 }
 
 /// Per thread: recent selections, by index and by each policy's fate.
-type Selected = HashMap<(u64, Vec<u64>), Arc<Selection>>;
+type Selected = foldhash::HashMap<(u64, Vec<u64>), Arc<Selection>>;
 
 thread_local! {
-    static SELECTED: RefCell<Selected> = RefCell::new(HashMap::new());
+    static SELECTED: RefCell<Selected> = RefCell::new(Selected::default());
 }
 
 /// At most this many selections are kept per thread.
@@ -780,8 +781,8 @@ mod tests {
         let uid = |s: &str| EntityUid::from_str(s).unwrap();
         let principal = uid(r#"User::"alice""#);
         let resource = uid(r#"Doc::"x""#);
-        let roles: HashSet<EntityUid> = [uid(r#"Role::"viewer""#)].into();
-        let none = HashSet::new();
+        let roles: UidSet = [uid(r#"Role::"viewer""#)].into_iter().collect();
+        let none = UidSet::default();
         let facts = |client: &str| Facts {
             identity: &identity,
             principal: &principal,

@@ -260,6 +260,6 @@ pub(crate) fn load(
         principal_type: principal_type?,
         role_type: role_type?,
         roles_in_policies,
-        slices: HashMap::new(),
+        slices: super::UidMap::default(),
     })
 }

@@ -12,7 +12,6 @@ mod index;
 mod load;
 mod principal;
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -25,6 +24,14 @@ use cedar_policy::{
 pub(crate) use self::entities::StaticEntities;
 pub(crate) use self::load::load;
 use crate::identity::Identity;
+
+/// A set of entity uids. The uids come from the configuration (the entities file, the
+/// routes' actions) and from verified identities, and a request's sets hold a handful of
+/// them: a fast hasher, not SipHash, which resists crafted keys these are not.
+pub(crate) type UidSet = foldhash::HashSet<EntityUid>;
+
+/// A map keyed by entity uids (see [`UidSet`]).
+pub(crate) type UidMap<V> = foldhash::HashMap<EntityUid, V>;
 
 /// The checked authorization configuration.
 pub(crate) struct Authorization {
@@ -42,7 +49,7 @@ pub(crate) struct Authorization {
     /// Per route action, the active and shadow policies whose action scope can match it
     /// (see [`Authorization::slice`]), indexed (see [`index`]); an action not listed is
     /// evaluated against all.
-    pub slices: HashMap<EntityUid, (index::IndexedSet, Option<index::IndexedSet>)>,
+    pub slices: UidMap<(index::IndexedSet, Option<index::IndexedSet>)>,
 }
 
 impl std::fmt::Debug for Authorization {
@@ -75,6 +82,27 @@ enum Selected<'a> {
     All(&'a PolicySet),
     /// What the index selected.
     Indexed(&'a index::Selection),
+}
+
+impl Selected<'_> {
+    /// Whether Cedar evaluates any of these policies (and so reads the request's entities);
+    /// the index's satisfied policies alone need none.
+    fn evaluates(self) -> bool {
+        match self {
+            Self::All(_) => true,
+            Self::Indexed(selection) => !selection.cedar.is_empty(),
+        }
+    }
+}
+
+/// A verdict of errors, which denies.
+fn errors(error: String) -> (Verdict, Option<ShadowDisagreement>) {
+    (
+        Verdict::Errors {
+            errors: vec![error],
+        },
+        None,
+    )
 }
 
 /// The facts of one request that authorization looks at.
@@ -128,42 +156,14 @@ impl Authorization {
     /// Evaluate the active policies (and the shadow ones, if any).
     pub fn evaluate(&self, input: &AuthzInput<'_>) -> (Verdict, Option<ShadowDisagreement>) {
         let resource = self.resource(input);
-        let principal = principal::principal(
+        let principal = match principal::principal(
             input.identity,
             &self.principal_type,
             &self.role_type,
             &self.entities,
-        );
-        // The principal comes from the verified identity; an entity of the same uid in the
-        // entities file is replaced for this request.
-        let (principal, entities) = match principal.and_then(|p| {
-            let entities = self.entities.for_request(
-                Arc::clone(&p.entity),
-                &input.target.action,
-                &resource,
-            )?;
-            Ok((p, entities))
-        }) {
-            Ok(e) => e,
-            Err(error) => {
-                return (
-                    Verdict::Errors {
-                        errors: vec![error],
-                    },
-                    None,
-                );
-            }
-        };
-        let request = match self.request(input, principal.uid.clone(), resource.clone()) {
-            Ok(r) => r,
-            Err(error) => {
-                return (
-                    Verdict::Errors {
-                        errors: vec![error],
-                    },
-                    None,
-                );
-            }
+        ) {
+            Ok(p) => p,
+            Err(error) => return errors(error),
         };
         let (selected, selected_shadow);
         let (policies, shadow) = match self.slices.get(&input.target.action) {
@@ -171,7 +171,7 @@ impl Authorization {
                 // A resource that is the principal itself is the principal's entity in the
                 // request (its roles as ancestors), not the file's.
                 let is_principal = resource == principal.uid;
-                let resource_ancestors: std::collections::HashSet<EntityUid> = if is_principal {
+                let resource_ancestors: UidSet = if is_principal {
                     principal.ancestors.clone()
                 } else {
                     self.entities.ancestors(&resource).cloned().collect()
@@ -202,9 +202,33 @@ impl Authorization {
                 self.shadow.as_ref().map(Selected::All),
             ),
         };
-        let verdict = self.decide(policies, &request, entities.get());
+        // The principal comes from the verified identity; an entity of the same uid in the
+        // entities file is replaced for this request. The store is made only when Cedar
+        // evaluates a policy: when the index has settled every policy (the usual RBAC
+        // scopes), nothing reads it.
+        let store = if policies.evaluates() || shadow.is_some_and(Selected::evaluates) {
+            match self.entities.for_request(
+                Arc::clone(&principal.entity),
+                &input.target.action,
+                &resource,
+            ) {
+                Ok(store) => Some(store),
+                Err(error) => return errors(error),
+            }
+        } else {
+            None
+        };
+        let request = match self.request(input, principal.uid.clone(), resource) {
+            Ok(r) => r,
+            Err(error) => return errors(error),
+        };
+        let empty = Entities::empty();
+        let entities = store
+            .as_ref()
+            .map_or(&empty, entities::RequestEntities::get);
+        let verdict = self.decide(policies, &request, entities);
         let shadow = shadow.and_then(|shadow| {
-            let candidate = self.decide(shadow, &request, entities.get());
+            let candidate = self.decide(shadow, &request, entities);
             (candidate.allowed() != verdict.allowed()).then(|| ShadowDisagreement {
                 active_allowed: verdict.allowed(),
                 shadow_allowed: candidate.allowed(),
@@ -224,7 +248,7 @@ impl Authorization {
     /// changes no decision, no reason and no error, and spares evaluating it. The action
     /// hierarchy is the one of the entities file, as in evaluation.
     pub fn slice<'a>(&mut self, actions: impl IntoIterator<Item = &'a EntityUid>) {
-        let mut slices = HashMap::new();
+        let mut slices = UidMap::default();
         for action in actions {
             if slices.contains_key(action) {
                 continue;
@@ -281,10 +305,10 @@ impl Authorization {
             Selected::All(policies) => return self.run(policies, request, entities),
             Selected::Indexed(selection) => selection,
         };
-        let cedar = if selection.cedar.is_empty() {
-            Verdict::NoPermit // no policy, no reason, no error
-        } else {
+        let cedar = if selected.evaluates() {
             self.run(&selection.cedar, request, entities)
+        } else {
+            Verdict::NoPermit // no policy, no reason, no error
         };
         let (permits, forbids) = (&selection.satisfied_permits, &selection.satisfied_forbids);
         match cedar {
@@ -458,7 +482,7 @@ permit(principal, action, resource) when { principal in Role::"viewer" || princi
     }
 
     mod index_property {
-        use std::collections::BTreeMap;
+        use std::collections::{BTreeMap, HashMap};
         use std::sync::Arc;
 
         use proptest::prelude::*;
@@ -583,7 +607,7 @@ permit(principal, action, resource) when { principal in Role::"viewer" || princi
                 principal_type: type_name("User").unwrap(),
                 role_type: type_name("Role").unwrap(),
                 roles_in_policies: Vec::new(),
-                slices: HashMap::new(),
+                slices: UidMap::default(),
             };
             let actions = [action_uid("read").unwrap(), action_uid("write").unwrap()];
             authz.slice(actions.iter());

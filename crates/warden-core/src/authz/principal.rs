@@ -6,13 +6,13 @@
 //! by their identity (subject, source, roles, attributes) and entities file.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use cedar_policy::{Entity, EntityId, EntityTypeName, EntityUid, RestrictedExpression};
 use cedar_policy_core::ast;
 
-use super::StaticEntities;
+use super::{StaticEntities, UidSet};
 use crate::identity::Identity;
 
 /// A principal, ready for a request's entities and for the policy index.
@@ -20,7 +20,7 @@ use crate::identity::Identity;
 pub(crate) struct Principal {
     pub uid: EntityUid,
     /// Its roles and all their ancestors.
-    pub ancestors: HashSet<EntityUid>,
+    pub ancestors: UidSet,
     pub entity: Arc<ast::Entity>,
 }
 
@@ -74,7 +74,7 @@ pub(crate) fn principal(
     }
     let uid =
         EntityUid::from_type_name_and_id(principal_type.clone(), EntityId::new(&identity.subject));
-    let mut ancestors = HashSet::new();
+    let mut ancestors = UidSet::default();
     for role in &identity.roles {
         let role = EntityUid::from_type_name_and_id(role_type.clone(), EntityId::new(role));
         ancestors.extend(entities.ancestors(&role).cloned());
@@ -88,7 +88,8 @@ pub(crate) fn principal(
         "source".to_owned(),
         RestrictedExpression::new_string(identity.source.to_string()),
     );
-    let entity = Entity::new(uid.clone(), attrs, ancestors.clone()).map_err(|e| e.to_string())?;
+    let parents = ancestors.iter().cloned().collect();
+    let entity = Entity::new(uid.clone(), attrs, parents).map_err(|e| e.to_string())?;
     let principal = Arc::new(Principal {
         uid,
         ancestors,
