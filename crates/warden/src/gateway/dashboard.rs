@@ -272,12 +272,12 @@ struct EventBody(mpsc::Receiver<Bytes>);
 
 impl http_body::Body for EventBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = super::body::BodyError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         self.0
             .poll_recv(cx)
             .map(|frame| frame.map(|bytes| Ok(Frame::data(bytes))))

@@ -37,4 +37,5 @@ mod restart;
 mod shadow;
 mod tls;
 mod upstream_pool;
+mod upstream_wire;
 mod websocket;

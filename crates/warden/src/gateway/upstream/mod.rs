@@ -5,6 +5,7 @@
 mod connect;
 mod h1;
 pub(crate) mod pool;
+mod wire;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -20,6 +21,7 @@ use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use super::body::BodyError;
 use super::request_body::CappedBody;
 use warden_core::Config;
 use warden_core::config::{Upstream, UpstreamProtocol};
@@ -27,6 +29,7 @@ use warden_core::decision::{ForwardHeaders, remove_present};
 use warden_core::response::Problem;
 
 pub(crate) use self::pool::Pool;
+pub(crate) use self::wire::WireError;
 
 /// Headers that describe one connection, never the message (RFC 9110 §7.6.1), plus the
 /// proxy-only fields a client has no business sending through.
@@ -238,6 +241,10 @@ async fn exchange(
 ) -> Result<Response<UpstreamBody>, Failure> {
     let upgrade = request.headers().contains_key(header::UPGRADE);
     if pool.upstream().protocol == UpstreamProtocol::Http1 && !upgrade {
+        if request.body().is_end_stream() {
+            let response = wire::send(host.wire_connections(), pool.connector(), request).await?;
+            return Ok(response.map(UpstreamBody::Wire));
+        }
         let response = h1::send(host.connections(), pool.connector(), request).await?;
         return Ok(response.map(UpstreamBody::Kept));
     }
@@ -248,26 +255,29 @@ async fn exchange(
     }
 }
 
-/// An upstream's response body, from either client.
+/// An upstream's response body, from whichever client carried the exchange.
 #[derive(Debug)]
 pub(crate) enum UpstreamBody {
     /// From the pooled client (HTTP/2, WebSocket handshakes).
     Pooled(Incoming),
-    /// From an HTTP/1.1 connection that goes back to its host's idle list.
+    /// From an HTTP/1.1 connection of hyper's that goes back to its host's idle list.
     Kept(h1::KeptBody),
+    /// From warden's own HTTP/1.1 codec (bodyless requests).
+    Wire(wire::WireBody),
 }
 
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
-            Self::Pooled(body) => Pin::new(body).poll_frame(cx),
-            Self::Kept(body) => Pin::new(body).poll_frame(cx),
+            Self::Pooled(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            Self::Kept(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            Self::Wire(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
         }
     }
 
@@ -275,6 +285,7 @@ impl Body for UpstreamBody {
         match self {
             Self::Pooled(body) => body.is_end_stream(),
             Self::Kept(body) => body.is_end_stream(),
+            Self::Wire(body) => body.is_end_stream(),
         }
     }
 
@@ -282,6 +293,7 @@ impl Body for UpstreamBody {
         match self {
             Self::Pooled(body) => body.size_hint(),
             Self::Kept(body) => body.size_hint(),
+            Self::Wire(body) => body.size_hint(),
         }
     }
 }

@@ -127,6 +127,8 @@ pub(crate) struct Host {
     host_header: Option<http::HeaderValue>,
     /// Idle HTTP/1.1 connections to the host, by worker thread.
     connections: Arc<Connections>,
+    /// Idle connections of warden's own codec (bodyless requests), by worker thread.
+    wire_connections: Arc<super::wire::Connections>,
     in_flight: AtomicUsize,
     /// Consecutive failures since the last success.
     failures: AtomicU32,
@@ -143,6 +145,7 @@ impl Host {
         Self {
             host_header: http::HeaderValue::from_str(authority.as_str()).ok(),
             connections: Arc::default(),
+            wire_connections: Arc::default(),
             authority,
             in_flight: AtomicUsize::new(0),
             failures: AtomicU32::new(0),
@@ -176,6 +179,10 @@ impl Host {
 
     pub(super) fn connections(&self) -> &Arc<Connections> {
         &self.connections
+    }
+
+    pub(super) fn wire_connections(&self) -> &Arc<super::wire::Connections> {
+        &self.wire_connections
     }
 
     /// `host:port` as the `Host` field of an HTTP/1.1 request.
