@@ -12,7 +12,7 @@ use warden::gateway::{Gateway, Listeners};
 use warden_core::Config;
 use warden_testkit::{Fixture, fixture};
 
-use crate::common::{Upstream, client, gateway};
+use crate::common::{Upstream, client, gateway, get};
 
 /// A loopback port nothing listens on.
 async fn closed_port() -> SocketAddr {
@@ -36,14 +36,6 @@ fn pool_fixture(hosts: &[SocketAddr], settings: &str) -> Fixture {
 async fn pool_gateway(hosts: &[SocketAddr], settings: &str) -> Gateway {
     let unused = Upstream::start().await;
     gateway(pool_fixture(hosts, settings), &unused).await
-}
-
-async fn get(gw: &Gateway, path: &str) -> reqwest::Response {
-    client()
-        .get(format!("http://{}{path}", gw.proxy_addr))
-        .send()
-        .await
-        .unwrap()
 }
 
 #[tokio::test]

@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use warden::gateway::{Gateway, Listeners};
 use warden_testkit::fixture;
 
-use crate::common::client;
+use crate::common::{client, get};
 
 /// What the scripted upstream sends for one request, and whether it closes afterwards.
 struct Answer {
@@ -122,14 +122,6 @@ async fn wire_gateway(upstream: &Scripted) -> Gateway {
     )
     .await
     .unwrap()
-}
-
-async fn get(gw: &Gateway, path: &str) -> reqwest::Response {
-    client()
-        .get(format!("http://{}{path}", gw.proxy_addr))
-        .send()
-        .await
-        .unwrap()
 }
 
 #[tokio::test]

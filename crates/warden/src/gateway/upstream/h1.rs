@@ -13,86 +13,26 @@
 //! is written here. WebSocket handshakes and HTTP/2 upstreams keep the pooled client: an
 //! upgraded connection outlives its request, and an HTTP/2 connection is shared by many.
 
-use std::cell::RefCell;
 use std::fmt;
 use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, Response, Uri};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
-use thread_local::ThreadLocal;
 use tower_service::Service;
 
 use super::Failure;
 use super::connect::Connector;
+use super::idle::IdleList;
 use crate::gateway::request_body::CappedBody;
 
-/// How long an idle connection is kept (as the pooled client keeps its own).
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// How many idle connections to one host each worker thread keeps.
-const MAX_IDLE_PER_THREAD: usize = 256;
-
-/// The idle connections to one host, a list per worker thread. Dropped with its pool (a
-/// reload): the idle connections close then.
-#[derive(Default)]
-pub(crate) struct Connections {
-    idle: ThreadLocal<RefCell<Vec<Idle>>>,
-}
-
-impl fmt::Debug for Connections {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Connections").finish_non_exhaustive()
-    }
-}
-
-/// A connection whose last response was read to the end.
-struct Idle {
-    sender: http1::SendRequest<CappedBody>,
-    since: Instant,
-}
-
-impl Connections {
-    /// The most recently used idle connection of this thread that is still open.
-    fn take(&self) -> Option<http1::SendRequest<CappedBody>> {
-        let mut list = self.idle.get()?.borrow_mut();
-        let now = Instant::now();
-        while let Some(idle) = list.pop() {
-            if now.duration_since(idle.since) > IDLE_TIMEOUT {
-                // The rest of the list is older still.
-                list.clear();
-                return None;
-            }
-            if !idle.sender.is_closed() {
-                return Some(idle.sender);
-            }
-        }
-        None
-    }
-
-    /// Keep `sender` for the next request on this thread. Its connection may still be
-    /// finishing the last response (the taker waits for it to be ready).
-    fn put(&self, sender: http1::SendRequest<CappedBody>) {
-        if sender.is_closed() {
-            return;
-        }
-        let mut list = self.idle.get_or_default().borrow_mut();
-        if list.len() >= MAX_IDLE_PER_THREAD {
-            // The oldest goes: the list is in the order the connections came back.
-            list.remove(0);
-        }
-        list.push(Idle {
-            sender,
-            since: Instant::now(),
-        });
-    }
-}
+/// The idle connections to one host, a list per worker thread.
+pub(crate) type Connections = IdleList<http1::SendRequest<CappedBody>>;
 
 /// Send `request` (its URI absolute, naming the host) on an idle connection of this thread,
 /// or on a new one, and wait for the response head.
@@ -110,7 +50,7 @@ pub(super) async fn send(
         .map_or_else(|| Uri::from_static("/"), Uri::from);
     let address = std::mem::replace(request.uri_mut(), origin);
     loop {
-        let (mut sender, reused) = match connections.take() {
+        let (mut sender, reused) = match connections.take(|sender| !sender.is_closed()) {
             Some(sender) => (sender, true),
             None => (connect(connector, address.clone()).await?, false),
         };
@@ -185,7 +125,9 @@ impl fmt::Debug for KeptBody {
 impl KeptBody {
     /// The body is read: the connection can serve the next request.
     fn release(&mut self) {
-        if let Some(sender) = self.sender.take() {
+        if let Some(sender) = self.sender.take()
+            && !sender.is_closed()
+        {
             self.home.put(sender);
         }
     }

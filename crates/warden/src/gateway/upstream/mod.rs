@@ -4,6 +4,7 @@
 
 mod connect;
 mod h1;
+mod idle;
 pub(crate) mod pool;
 mod wire;
 

@@ -19,14 +19,12 @@
 //!
 //! Requests with a body take hyper's connection ([`super::h1`]).
 
-use std::cell::RefCell;
 use std::fmt;
 use std::future::poll_fn;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker, ready};
-use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -34,23 +32,17 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use hyper_rustls::MaybeHttpsStream;
 use hyper_util::rt::TokioIo;
-use thread_local::ThreadLocal;
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tower_service::Service;
 
 use super::Failure;
 use super::connect::Connector;
+use super::idle::IdleList;
 use crate::gateway::request_body::CappedBody;
 
 /// A connection to a host, plaintext or TLS.
 type Io = TokioIo<MaybeHttpsStream<TokioIo<TcpStream>>>;
-
-/// How long an idle connection is kept (as the other clients keep theirs).
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// How many idle connections to one host each worker thread keeps.
-const MAX_IDLE_PER_THREAD: usize = 256;
 
 /// The largest response head read (status line and fields).
 const MAX_HEAD: usize = 64 * 1024;
@@ -108,7 +100,7 @@ pub(crate) enum WireError {
 
 /// A connection, with what has been read from it and not used yet. Always boxed: a TLS
 /// stream is kilobytes, and the request's future and the body move it.
-struct Conn {
+pub(crate) struct Conn {
     io: Io,
     read: BytesMut,
     /// The request head, written here and sent in one write.
@@ -153,56 +145,8 @@ impl Conn {
     }
 }
 
-/// A connection whose last response was read to the end.
-struct Idle {
-    conn: Box<Conn>,
-    since: Instant,
-}
-
-/// The idle connections to one host, a list per worker thread. Dropped with its pool (a
-/// reload): the idle connections close then.
-#[derive(Default)]
-pub(crate) struct Connections {
-    idle: ThreadLocal<RefCell<Vec<Idle>>>,
-}
-
-impl fmt::Debug for Connections {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Connections").finish_non_exhaustive()
-    }
-}
-
-impl Connections {
-    /// The most recently used idle connection of this thread that is still open.
-    fn take(&self) -> Option<Box<Conn>> {
-        let mut list = self.idle.get()?.borrow_mut();
-        let now = Instant::now();
-        while let Some(mut idle) = list.pop() {
-            if now.duration_since(idle.since) > IDLE_TIMEOUT {
-                // The rest of the list is older still.
-                list.clear();
-                return None;
-            }
-            if idle.conn.still_open() {
-                return Some(idle.conn);
-            }
-        }
-        None
-    }
-
-    /// Keep `conn` for the next request on this thread.
-    fn put(&self, conn: Box<Conn>) {
-        let mut list = self.idle.get_or_default().borrow_mut();
-        if list.len() >= MAX_IDLE_PER_THREAD {
-            // The oldest goes: the list is in the order the connections came back.
-            list.remove(0);
-        }
-        list.push(Idle {
-            conn,
-            since: Instant::now(),
-        });
-    }
-}
+/// The idle connections to one host, a list per worker thread.
+pub(crate) type Connections = IdleList<Box<Conn>>;
 
 /// Send `request` (bodyless, its URI absolute, naming the host) on an idle connection of
 /// this thread, or on a new one, and read the response head.
@@ -215,8 +159,13 @@ pub(super) async fn send(
     let head_request = parts.method == Method::HEAD;
     let mut stale = 0;
     loop {
-        let (mut conn, reused) = match connections.take() {
-            Some(conn) if stale < MAX_STALE => (conn, true),
+        let idle = if stale < MAX_STALE {
+            connections.take(|conn| conn.still_open())
+        } else {
+            None
+        };
+        let (mut conn, reused) = match idle {
+            Some(conn) => (conn, true),
             // Boxed: the connector's future (a TLS handshake) is large and rarely awaited.
             _ => (Box::pin(connect(connector, &parts.uri)).await?, false),
         };

@@ -87,6 +87,15 @@ pub fn client() -> reqwest::Client {
         .unwrap()
 }
 
+/// `GET path` from the gateway's proxy listener.
+pub async fn get(gw: &Gateway, path: &str) -> reqwest::Response {
+    client()
+        .get(format!("http://{}{path}", gw.proxy_addr))
+        .send()
+        .await
+        .unwrap()
+}
+
 /// Send raw bytes and read the whole answer (the gateway closes or the read times out).
 pub async fn raw(addr: SocketAddr, request: &[u8]) -> String {
     let mut stream = TcpStream::connect(addr).await.unwrap();
