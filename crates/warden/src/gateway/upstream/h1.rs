@@ -1,5 +1,6 @@
-//! HTTP/1.1 to an upstream host: hyper's connection API, with the idle connections kept
-//! per worker thread.
+//! HTTP/1.1 to an upstream host for requests with a body: hyper's connection API, with the
+//! idle connections kept per worker thread ([`super::idle`]). Bodyless requests take
+//! warden's own codec ([`super::wire`]).
 //!
 //! hyper-util's pooled client costs more per request than the exchange itself on a fast
 //! upstream: it finds a connection by hashing the host's scheme and authority with SipHash
@@ -123,7 +124,8 @@ impl fmt::Debug for KeptBody {
 }
 
 impl KeptBody {
-    /// The body is read: the connection can serve the next request.
+    /// The body is read: the connection can serve the next request. It may still be
+    /// finishing this response (the next taker waits for it to be ready).
     fn release(&mut self) {
         if let Some(sender) = self.sender.take()
             && !sender.is_closed()

@@ -233,8 +233,9 @@ enum Failure {
     Exchange(Box<dyn std::error::Error + Send + Sync>),
 }
 
-/// One exchange with `host`: HTTP/1.1 on a connection of the host's own idle lists, HTTP/2
-/// and WebSocket handshakes through the pooled client.
+/// One exchange with `host`: HTTP/1.1 on a connection of the host's own idle lists (warden's
+/// codec for a bodyless request, hyper's connection for one with a body), HTTP/2 and
+/// WebSocket handshakes through the pooled client.
 async fn exchange(
     pool: &Pool,
     host: &pool::Host,
